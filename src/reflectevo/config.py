@@ -1,0 +1,70 @@
+"""Validated settings for each stage. One YAML file can hold them (a section per stage)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reflectevo.backends.models import DEFAULT_MODEL
+from reflectevo.errors import InputError
+
+
+class StageConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class GenerateConfig(StageConfig):
+    """Trial 1 -> reflections for each failure -> trial 2 for each reflection (SPEC §1 steps 1-3)."""
+
+    task: str
+    out: str
+    model: str = DEFAULT_MODEL
+    reflector: str | None = Field(None, description="model that writes reflections (default: the generator)")
+    engine: str = "auto"
+    split: str | None = None
+    limit: int | None = Field(None, ge=1)
+    data: str | None = None
+    few_shot: int = Field(0, ge=0)
+    instructions: list[str] | None = Field(None, description="instruction ids to draw from (default: whole pool)")
+    instruction_files: list[str] = Field(default_factory=list)
+    num_instructions: int = Field(2, ge=0, description="instructions drawn per failure (0 = all candidates)")
+    samples: int = Field(2, ge=1, description="reflections sampled per instruction (paper: 2)")
+    temperature: float = Field(0.0, ge=0)
+    reflection_temperature: float = Field(0.8, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(256, ge=1)
+    reflection_max_tokens: int = Field(256, ge=1)
+    seed: int = 0
+    batch_size: int = Field(16, ge=1)
+    cache: str | None = None
+    no_cache: bool = False
+
+
+def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
+    path = Path(path)
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f":{mark.line + 1}" if mark else ""
+        raise InputError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from exc
+    if not isinstance(data, dict):
+        raise InputError(f"{path}: expected a mapping of settings at the top level")
+    if section is not None and section in data:
+        data = data[section]
+    return data
+
+
+def build(cls: type[StageConfig], values: dict[str, Any], source: str = "settings") -> StageConfig:
+    """Validate settings; the first problem becomes a one-line InputError naming the setting."""
+    try:
+        return cls.model_validate(values)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        where = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        raise InputError(f"{source}: setting {where!r}: {err['msg']}") from exc

@@ -1,0 +1,6 @@
+"""Prompt templates and the reflection instruction pool."""
+
+from reflectevo.prompts.instructions import Instruction, draw, load_pool, select
+from reflectevo.prompts.templates import correction_prompt, reflection_prompt
+
+__all__ = ["Instruction", "correction_prompt", "draw", "load_pool", "reflection_prompt", "select"]

@@ -1,0 +1,48 @@
+"""Reflection and correction prompts, built from the trial-1 conversation.
+
+Both continue the trial-1 chat: the user turn that asked the question, the model's failed answer as
+the assistant turn, then a new user turn. This keeps one chat-template policy (the model's own) for
+every stage, and the correction prompt always contains the *original* failed trial 1.
+"""
+
+from __future__ import annotations
+
+from reflectevo.records import Messages
+
+FEEDBACK = "Your answer is incorrect."
+
+REFLECT = (
+    "{feedback}\n\n"
+    "Reflect on your previous solution before trying again. {instruction}\n"
+    "Do not solve the problem again and do not state the final answer: write only the reflection."
+)
+
+CORRECT = (
+    "{feedback}\n\n"
+    "Here is a reflection on your previous solution:\n{reflection}\n\n"
+    "Using this reflection, solve the problem again from the start. {answer_format}"
+)
+
+
+def feedback_text(feedback: str) -> str:
+    """The binary feedback, plus the verifier's error text when it has more to say (e.g. a test failure)."""
+    if feedback and feedback.strip().lower() not in ("incorrect", "correct"):
+        return f"{FEEDBACK}\n{feedback.strip()}"
+    return FEEDBACK
+
+
+def reflection_prompt(trial1_messages: Messages, trial1_response: str, feedback: str,
+                      instruction: str) -> Messages:
+    return [*trial1_messages,
+            {"role": "assistant", "content": trial1_response},
+            {"role": "user", "content": REFLECT.format(feedback=feedback_text(feedback),
+                                                        instruction=instruction)}]
+
+
+def correction_prompt(trial1_messages: Messages, trial1_response: str, feedback: str,
+                      reflection: str, answer_format: str) -> Messages:
+    return [*trial1_messages,
+            {"role": "assistant", "content": trial1_response},
+            {"role": "user", "content": CORRECT.format(feedback=feedback_text(feedback),
+                                                        reflection=reflection.strip(),
+                                                        answer_format=answer_format)}]

@@ -1,0 +1,140 @@
+"""Typed records that flow through the pipeline: Problem -> Episode(trial1, reflections[trial2]).
+
+The episode is the contract between stages: curation, training, evaluation and reports read only
+episodes. Every `messages` field holds exactly what the backend received (before the chat template),
+captured before generation, so any record can be replayed and any training row rebuilt from it.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from reflectevo.errors import InputError
+
+EPISODE_SCHEMA = "reflectevo.episode/1"
+
+Messages = list[dict[str, str]]
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+
+class Problem(_Record):
+    """One task item. `meta` carries task-specific extras (e.g. MBPP test code, answer options)."""
+
+    id: str
+    task: str
+    split: str
+    question: str
+    gold: str
+    meta: dict[str, Any] = Field(default_factory=dict)
+
+
+class Verdict(_Record):
+    correct: bool
+    extracted: str | None = None
+    feedback: str = "incorrect"
+    extraction_failed: bool = False
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+class Sampling(_Record):
+    """The sampling parameters a record was produced with (the seed is stored beside it)."""
+
+    temperature: float = 0.0
+    top_p: float = 1.0
+    max_tokens: int = 256
+    stop: list[str] = Field(default_factory=list)
+
+
+class Attempt(_Record):
+    """A trial (1 or 2): the prompt sent, the response, who produced it and how it was judged."""
+
+    messages: Messages
+    response: str
+    model: str
+    sampling: Sampling
+    seed: int
+    sample_index: int = 0
+    verdict: Verdict
+
+
+class Reflection(_Record):
+    index: int
+    instruction_id: str
+    messages: Messages
+    text: str
+    model: str
+    sampling: Sampling
+    seed: int
+    sample_index: int = 0
+    trial2: Attempt | None = None
+
+
+class Episode(_Record):
+    schema_version: str = Field(EPISODE_SCHEMA, alias="schema")
+    id: str
+    task: str
+    split: str
+    question: str
+    gold: str
+    meta: dict[str, Any] = Field(default_factory=dict)
+    trial1: Attempt
+    reflections: list[Reflection] = Field(default_factory=list)
+
+    @classmethod
+    def start(cls, problem: Problem, trial1: Attempt) -> "Episode":
+        return cls(id=problem.id, task=problem.task, split=problem.split, question=problem.question,
+                   gold=problem.gold, meta=problem.meta, trial1=trial1)
+
+    def problem(self) -> Problem:
+        return Problem(id=self.id, task=self.task, split=self.split, question=self.question,
+                       gold=self.gold, meta=self.meta)
+
+    def to_json(self) -> str:
+        return json.dumps(self.model_dump(by_alias=True, mode="json"), ensure_ascii=False, sort_keys=False)
+
+
+def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yield (line number, object) for each non-blank line; a bad line raises InputError naming it."""
+    path = Path(path)
+    try:
+        handle = path.open(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    with handle:
+        for lineno, line in enumerate(handle, 1):
+            if not line.strip():
+                continue
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from exc
+            if not isinstance(obj, dict):
+                raise InputError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
+            yield lineno, obj
+
+
+def read_episodes(path: str | Path) -> list[Episode]:
+    path = Path(path)
+    episodes = []
+    for lineno, obj in read_jsonl(path):
+        if obj.get("schema") != EPISODE_SCHEMA:
+            raise InputError(f"{path}:{lineno}: not a reflectevo episode (schema={obj.get('schema')!r}, "
+                             f"expected {EPISODE_SCHEMA!r})")
+        try:
+            episodes.append(Episode.model_validate(obj))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InputError(f"{path}:{lineno}: invalid episode: {where}: {first['msg']}") from exc
+    return episodes
+
+
+def episodes_to_jsonl(episodes: Iterable[Episode]) -> str:
+    return "".join(ep.to_json() + "\n" for ep in episodes)

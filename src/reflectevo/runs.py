@@ -1,0 +1,140 @@
+"""Run directories: one writer at a time, atomic writes, and a manifest that says how outputs were made."""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from reflectevo.errors import ReflectEvoError
+
+
+def write_atomic(path: str | Path, data: str | bytes) -> None:
+    """Write to a temporary file beside `path`, fsync, then rename over it: readers see old or new, never half.
+
+    If the disk is full (or anything else fails) the previous file is untouched and the error says so.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp makes 0600 files; outputs should read like any other
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data.encode("utf-8") if isinstance(data, str) else data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        kept = "the previous version is kept" if path.exists() else "nothing was written"
+        raise ReflectEvoError(f"cannot write {path}: {reason}; {kept}") from exc
+
+
+def write_json(path: str | Path, obj: Any) -> None:
+    write_atomic(path, json.dumps(obj, indent=2, ensure_ascii=False, default=str) + "\n")
+
+
+class RunDir:
+    """A run's folder. `with RunDir(path) as run:` holds an exclusive lock until the block ends."""
+
+    LOCK = ".lock"
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self._lock_fd: int | None = None
+
+    def __enter__(self) -> "RunDir":
+        try:
+            self.path.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ReflectEvoError(f"cannot create run directory {self.path}: {exc.strerror or exc}") from exc
+        fd = os.open(self.path / self.LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise ReflectEvoError(f"run directory {self.path} is in use by another reflectevo process "
+                                  f"(pid {holder}); wait for it to finish or use another --out") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, str(os.getpid()).encode())
+        self._lock_fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    def write_config(self, config: dict) -> None:
+        write_atomic(self.file("config.yaml"), yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
+
+    def write_manifest(self, stage: str, config: dict, **extra: Any) -> None:
+        write_json(self.file(f"manifest.json" if stage == "generate" else f"manifest.{stage}.json"),
+                   manifest(stage, config, **extra))
+
+    def log(self, message: str) -> None:
+        with self.file("log.txt").open("a", encoding="utf-8") as handle:
+            handle.write(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {message}\n")
+
+
+def _version(package: str) -> str | None:
+    try:
+        return metadata.version(package)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def git_revision() -> str | None:
+    source = Path(__file__).resolve().parent
+    try:
+        out = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "-C", str(source), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
+def hardware() -> dict[str, Any]:
+    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
+                            "cpus": os.cpu_count()}
+    try:
+        info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
+    except (ValueError, OSError):
+        pass
+    if "torch" in sys.modules:
+        torch = sys.modules["torch"]
+        if torch.cuda.is_available():
+            info["gpus"] = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    return info
+
+
+def manifest(stage: str, config: dict, **extra: Any) -> dict[str, Any]:
+    packages = ["reflectevo", "torch", "transformers", "trl", "peft", "accelerate", "datasets",
+                "math-verify", "llama_cpp_python", "vllm"]
+    return {"stage": stage, "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "command": sys.argv,
+            "python": platform.python_version(),
+            "versions": {p: v for p in packages if (v := _version(p))},
+            "git_revision": git_revision(), "hardware": hardware(), "config": config, **extra}

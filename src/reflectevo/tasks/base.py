@@ -1,0 +1,61 @@
+"""The Task interface: a loader (splits), a prompt format and a verifier. Tasks know nothing of backends."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from pathlib import Path
+
+from reflectevo.records import Messages, Problem, Verdict
+
+
+class Task(ABC):
+    """A named benchmark.
+
+    Subclasses set the class attributes and implement `load` and `verify`. The default prompt is one
+    user turn: the task's instruction, its few-shot examples and the question, ending with the
+    answer format. Everything a prompt shows is data on the task, so reflection and correction
+    prompts (built in `reflectevo.prompts`) can repeat the same answer format.
+    """
+
+    name: str = ""
+    description: str = ""
+    answer_type: str = ""  # choice | number | math | text | code
+    splits: tuple[str, ...] = ("test",)
+    default_split: str = "test"
+    # Shown before the question and repeated in the correction prompt.
+    instruction: str = "Solve the problem step by step."
+    answer_format: str = 'End your response with "The answer is: X".'
+    # Version of prompt/verifier semantics; goes into results so numbers stay comparable.
+    version: str = "1"
+
+    def __init__(self, data_path: str | Path | None = None, few_shot: int = 0):
+        self.data_path = Path(data_path) if data_path else None
+        self.few_shot = few_shot
+
+    @abstractmethod
+    def load(self, split: str) -> list[Problem]:
+        """All problems of `split`, in a stable order. Unknown split -> InputError."""
+
+    @abstractmethod
+    def verify(self, problem: Problem, response: str) -> Verdict:
+        """Extract the answer from a model response and judge it against problem.gold."""
+
+    def examples(self) -> list[tuple[str, str]]:
+        """Few-shot (question, worked answer) pairs; empty by default."""
+        return []
+
+    def question_text(self, problem: Problem) -> str:
+        return problem.question
+
+    def prompt(self, problem: Problem) -> Messages:
+        """The trial-1 message list for `problem`."""
+        parts = [self.instruction]
+        for question, answer in self.examples()[: self.few_shot]:
+            parts.append(f"Question: {question}\nAnswer: {answer}")
+        parts.append(f"Question: {self.question_text(problem)}")
+        parts.append(self.answer_format)
+        return [{"role": "user", "content": "\n\n".join(parts)}]
+
+    def describe(self) -> dict:
+        return {"name": self.name, "version": self.version, "answer_type": self.answer_type,
+                "few_shot": self.few_shot, "data_path": str(self.data_path) if self.data_path else None}

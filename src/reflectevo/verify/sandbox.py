@@ -1,0 +1,286 @@
+"""Run untrusted Python (model-written code and its tests) in a separate, limited process.
+
+Never inside the pipeline's own process. Each run gets:
+
+- a fresh `python -I -B` interpreter (isolated mode: no user site, no PYTHON* variables, no script
+  folder on sys.path) with an environment stripped of the parent's variables (no secrets leak) and
+  HOME/TMPDIR set to a throw-away working folder that is deleted afterwards;
+- resource limits applied inside that interpreter before any user code runs: RLIMIT_CPU, RLIMIT_AS
+  (memory), RLIMIT_NPROC (processes, counted on top of what the uid already runs), RLIMIT_FSIZE (file
+  and captured-output size), RLIMIT_NOFILE, no core files. When the pipeline runs as root, the child
+  drops to uid/gid 65534 (nobody) first, because root ignores RLIMIT_NPROC and may write anywhere;
+- a wall-clock timeout that kills the whole process group (and, with namespaces, the whole PID
+  namespace, so even daemonised grandchildren die);
+- no network: when `unshare` can create namespaces here (root, or unprivileged user namespaces),
+  the process runs in a new network namespace (no interfaces but a down loopback) and a new PID
+  namespace; in every case an audit hook also refuses socket creation, writes outside the working
+  folder, new processes and ctypes library loading, so the guarantees hold (less strongly) where
+  namespaces are unavailable. `network_isolation()` says which mechanism is active;
+- stdout/stderr captured to files, bounded by RLIMIT_FSIZE; only a bounded head/tail is read back.
+
+The limits protect the machine and the run; they do not make a verdict forgery-proof against code
+written to attack the grader (code runs in the same interpreter as its tests).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+NOBODY = 65534
+_RUNNER = Path(__file__).with_name("_sandbox_runner.py")
+FEEDBACK_CHARS = 1500
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-run limits. The defaults suit MBPP-sized functions."""
+
+    cpu_seconds: int = 5
+    wall_seconds: float = 10.0
+    memory_mb: int = 1024
+    max_processes: int = 16
+    file_size_mb: int = 8
+    max_open_files: int = 64
+    allow_processes: bool = False
+    output_chars: int = 4000  # of stdout/stderr kept in the result (head and tail)
+
+
+@dataclass
+class SandboxResult:
+    """What happened. `status` is one of: passed, failed (a test failed), error (setup or solution
+    raised), syntax_error, timeout, cpu_limit, memory_limit, output_limit, crashed."""
+
+    passed: bool
+    status: str
+    feedback: str
+    tests_passed: int = 0
+    tests_total: int = 0
+    failed_test: str | None = None
+    stdout: str = ""
+    stderr: str = ""
+    returncode: int | None = None
+    seconds: float = 0.0
+    isolation: str = ""
+    details: dict = field(default_factory=dict)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@functools.lru_cache(maxsize=1)
+def _unshare_prefix() -> tuple[str, ...] | None:
+    """The `unshare` command line that gives a new network + PID namespace here, or None."""
+    exe = shutil.which("unshare")
+    if exe is None or os.environ.get("REFLECTEVO_SANDBOX_NO_NAMESPACES"):
+        return None
+    base = [exe, "--net", "--pid", "--fork", "--kill-child"]
+    candidates = [base] if os.geteuid() == 0 else [base[:1] + ["--map-root-user"] + base[1:]]
+    for prefix in candidates:
+        try:
+            probe = subprocess.run(prefix + ["true"], capture_output=True, timeout=10, env={})
+        except (OSError, subprocess.TimeoutExpired):
+            continue
+        if probe.returncode == 0:
+            return tuple(prefix)
+    return None
+
+
+def network_isolation() -> str:
+    """'namespace' (kernel network namespace + audit hook) or 'audit-hook' (audit hook only)."""
+    return "namespace" if _unshare_prefix() else "audit-hook"
+
+
+def _read_bounded(path: Path, limit: int) -> str:
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            if size <= limit:
+                return handle.read().decode("utf-8", "replace")
+            head = handle.read(limit // 2).decode("utf-8", "replace")
+            handle.seek(size - limit // 2)
+            tail = handle.read().decode("utf-8", "replace")
+        return f"{head}\n... [{size - limit} characters cut] ...\n{tail}"
+    except OSError:
+        return ""
+
+
+def trim(text: str, limit: int = FEEDBACK_CHARS) -> str:
+    """Keep the start and the end (where a traceback's error line is) of a long text."""
+    if len(text) <= limit:
+        return text
+    half = limit // 2
+    return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
+
+
+def _kill_group(pid: int) -> None:
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def _remove_tree(path: Path) -> None:
+    def make_writable_and_retry(func, target, _exc):
+        try:
+            os.chmod(os.path.dirname(target), 0o700)
+            os.chmod(target, 0o700)
+            func(target)
+        except OSError:
+            pass
+
+    shutil.rmtree(path, onerror=make_writable_and_retry)
+
+
+def run_tests(code: str, tests: Sequence[str], setup: str = "", limits: Limits | None = None) -> SandboxResult:
+    """Run `setup`, then `code`, then each test (stopping at the first failure) in a sandbox."""
+    limits = limits or Limits()
+    started = time.monotonic()
+    root = Path(tempfile.mkdtemp(prefix="reflectevo-sandbox-"))
+    try:
+        return _run_in(root, code, list(tests), setup, limits, started)
+    finally:
+        _remove_tree(root)
+
+
+def _run_in(root: Path, code: str, tests: list[str], setup: str, limits: Limits, started: float) -> SandboxResult:
+    workdir = root / "work"
+    workdir.mkdir()
+    os.chmod(root, 0o711)
+    drop = os.geteuid() == 0
+    if drop:
+        os.chown(workdir, NOBODY, NOBODY)
+    result_path = root / "result.log"
+    job = {"setup": setup, "code": code, "tests": tests, "workdir": str(workdir),
+           "result_path": str(result_path), "uid": NOBODY if drop else None,
+           "gid": NOBODY if drop else None, "limits": asdict(limits)}
+    (root / "job.json").write_text(json.dumps(job), encoding="utf-8")
+    runner = root / "runner.py"
+    shutil.copyfile(_RUNNER, runner)
+    env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir),
+           "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
+    prefix = _unshare_prefix()
+    command = [*(prefix or ()), sys.executable, "-I", "-B", str(runner)]
+    with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err:
+        proc = subprocess.Popen(command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=err, start_new_session=True, close_fds=True)
+        timed_out = False
+        try:
+            proc.wait(timeout=limits.wall_seconds)
+        except subprocess.TimeoutExpired:
+            timed_out = True
+        finally:
+            # The group id stays reserved while any member lives, so killing it after the leader has
+            # been reaped is safe; it ends stragglers when no PID namespace does it for us.
+            _kill_group(proc.pid)
+            proc.wait()
+            _kill_group(proc.pid)
+    events = []
+    try:
+        for line in result_path.read_text(encoding="utf-8", errors="replace").splitlines():
+            try:
+                events.append(json.loads(line))
+            except json.JSONDecodeError:
+                continue
+    except OSError:
+        pass
+    stdout = _read_bounded(root / "stdout", limits.output_chars)
+    stderr = _read_bounded(root / "stderr", limits.output_chars)
+    result = _interpret(events, tests, proc.returncode, timed_out, stderr, limits)
+    result.stdout, result.stderr = stdout, stderr
+    result.returncode = proc.returncode
+    result.seconds = round(time.monotonic() - started, 3)
+    result.isolation = network_isolation()
+    return result
+
+
+def _describe_stage(event: dict | None, tests: list[str]) -> str:
+    if not event:
+        return "before the code started"
+    if event.get("stage") == "test":
+        return f"while running test {event['index'] + 1}: {tests[event['index']]}"
+    return f"while running the {event.get('stage')} code"
+
+
+def _interpret(events: list[dict], tests: list[str], returncode: int | None, timed_out: bool,
+               stderr: str, limits: Limits) -> SandboxResult:
+    total = len(tests)
+    done = next((e for e in events if e.get("event") == "done"), None)
+    fail = next((e for e in events if e.get("event") == "fail"), None)
+    last_start = next((e for e in reversed(events) if e.get("event") == "start"), None)
+    passed_count = sum(1 for e in events if e.get("event") == "start" and e.get("stage") == "test")
+    if fail and fail.get("stage") == "test":
+        passed_count -= 1
+    if done and not fail:
+        return SandboxResult(True, "passed", "passed", tests_passed=done["passed"], tests_total=total)
+    if fail:
+        stage, kind = fail.get("stage"), fail.get("kind", "")
+        message = fail.get("message", "")
+        if kind == "MemoryError":
+            status = "memory_limit"
+            message += f"\n(memory limit: {limits.memory_mb} MiB)"
+        elif kind == "SyntaxError":
+            status = "syntax_error"
+        elif stage == "test":
+            status = "failed"
+        else:
+            status = "error"
+        if stage == "test":
+            test = tests[fail["index"]]
+            head = f"Test {fail['index'] + 1} of {total} failed: {test}"
+            if kind == "AssertionError":
+                body = f"AssertionError: {fail['actual']}" if fail.get("actual") else message
+            else:
+                body = message
+            feedback = f"{head}\n{body}"
+            failed_test = test
+        else:
+            feedback = f"The {stage} code raised an error before the tests ran:\n{message}"
+            failed_test = None
+        return SandboxResult(False, status, trim(feedback), tests_passed=max(passed_count, 0),
+                             tests_total=total, failed_test=failed_test)
+    where = _describe_stage(last_start, tests)
+    failed_test = tests[last_start["index"]] if last_start and last_start.get("stage") == "test" else None
+    killed_by = -returncode if returncode is not None and returncode < 0 else None
+    if timed_out:
+        status, text = "timeout", f"Time limit exceeded ({limits.wall_seconds:g} s wall clock) {where}."
+    elif killed_by == signal.SIGXCPU:
+        status, text = "cpu_limit", f"CPU time limit exceeded ({limits.cpu_seconds} s) {where}."
+    elif killed_by == signal.SIGXFSZ:
+        status, text = "output_limit", (f"Output or file size limit exceeded ({limits.file_size_mb} MiB) "
+                                        f"{where}.")
+    elif returncode == 0:
+        status, text = "crashed", f"The program exited before the tests finished ({where})."
+    else:
+        status = "crashed"
+        reason = f"signal {signal.Signals(killed_by).name}" if killed_by else f"exit status {returncode}"
+        tail = stderr.strip().splitlines()[-5:]
+        text = f"The program crashed ({reason}) {where}." + ("\n" + "\n".join(tail) if tail else "")
+    return SandboxResult(False, status, trim(text), tests_passed=max(passed_count, 0), tests_total=total,
+                         failed_test=failed_test)
+
+
+@dataclass(frozen=True)
+class Job:
+    code: str
+    tests: tuple[str, ...]
+    setup: str = ""
+
+
+def run_many(jobs: Iterable[Job], limits: Limits | None = None, workers: int | None = None) -> list[SandboxResult]:
+    """Run many jobs concurrently (each in its own sandbox); results in input order."""
+    jobs = list(jobs)
+    workers = workers or max(1, min(len(jobs), os.cpu_count() or 1))
+    with ThreadPoolExecutor(max_workers=workers) as pool:
+        return list(pool.map(lambda job: run_tests(job.code, job.tests, job.setup, limits), jobs))
