@@ -46,3 +46,28 @@ def correction_prompt(trial1_messages: Messages, trial1_response: str, feedback:
             {"role": "user", "content": CORRECT.format(feedback=feedback_text(feedback),
                                                         reflection=reflection.strip(),
                                                         answer_format=answer_format)}]
+
+
+# At test time, and in training rows, no pool instruction is given: the trained model must reflect on
+# its own. Pool instructions only diversify the reflections generated for the training data.
+TEST_TIME_INSTRUCTION = "Find the mistakes in your previous solution and explain how to correct them."
+
+REFLECT_AND_CORRECT = (
+    "{feedback}\n\n"
+    "Reflect on your previous solution: find its mistakes and explain how to correct them. "
+    "Then solve the problem again from the start. {answer_format}"
+)
+
+
+def test_reflection_prompt(trial1_messages: Messages, trial1_response: str, feedback: str) -> Messages:
+    """The reflection prompt used at test time and in training rows (setting II stage 1, DPO)."""
+    return reflection_prompt(trial1_messages, trial1_response, feedback, TEST_TIME_INSTRUCTION)
+
+
+def reflect_and_correct_prompt(trial1_messages: Messages, trial1_response: str, feedback: str,
+                               answer_format: str) -> Messages:
+    """One-stage (setting I): one reply holds the reflection and then the corrected solution."""
+    return [*trial1_messages,
+            {"role": "assistant", "content": trial1_response},
+            {"role": "user", "content": REFLECT_AND_CORRECT.format(feedback=feedback_text(feedback),
+                                                                    answer_format=answer_format)}]
