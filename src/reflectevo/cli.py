@@ -124,6 +124,188 @@ def instructions_cmd(extra: list[Path] = typer.Argument(None, help="extra instru
     out.print(table)
 
 
+@app.command()
+@user_errors
+def curate(
+    source: str = typer.Argument(..., help="run directory, episodes .jsonl, or a ReflectEvo paper file"),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="curated directory [RUN_DIR/curated]"),
+    datasets: Optional[str] = typer.Option(None, help="comma-separated sets [sft_one_stage,sft_reflect,sft_correct,dpo_contrastive,dpo_preference]"),
+    dedup: Optional[str] = typer.Option(None, help="reflection dedup within a problem: none, exact, near [near]"),
+    near_threshold: Optional[float] = typer.Option(None, help="near-duplicate Jaccard threshold on word 3-shingles [0.8]"),
+    max_per_problem: Optional[int] = typer.Option(None, help="cap on rows (SFT) / pairs (DPO) per problem and set"),
+    validation: Optional[float] = typer.Option(None, help="share of problems held out for validation [0.1]"),
+    seed: Optional[int] = typer.Option(None, help="seed of the split and caps [0]"),
+    min_chars: Optional[int] = typer.Option(None, help="drop reflections shorter than this [1]"),
+    max_chars: Optional[int] = typer.Option(None, help="drop reflections longer than this"),
+    max_tokens: Optional[int] = typer.Option(None, help="drop reflections longer than this many tokens (needs --tokenizer)"),
+    tokenizer: Optional[str] = typer.Option(None, help="model preset or folder whose tokenizer counts --max-tokens"),
+    keep_answer_leaks: bool = typer.Option(False, "--keep-answer-leaks", help="keep reflections that state the gold answer"),
+    judge: Optional[str] = typer.Option(None, help="judge model for Dpref order [none: shorter-is-better fallback]"),
+    judge_engine: Optional[str] = typer.Option(None, help="judge backend engine [auto]"),
+    task: Optional[str] = typer.Option(None, help="task name for paper-layout sources [paper]"),
+    cache: Optional[str] = typer.Option(None, help="SQLite generation cache for the judge"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings (its `curate:` section)"),
+):
+    """Build D+ (SFT), D± and Dpref (DPO) training sets from episodes, as JSONL and Parquet."""
+    from reflectevo.config import build
+    from reflectevo.stages.curate import CurateConfig, curate as run
+
+    given = dict(source=source, out=out_dir, dedup=dedup, near_threshold=near_threshold,
+                 max_per_problem=max_per_problem, validation=validation, seed=seed, min_chars=min_chars,
+                 max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer, judge=judge,
+                 judge_engine=judge_engine, task=task, cache=cache,
+                 datasets=datasets.split(",") if datasets else None,
+                 drop_answer_leaks=False if keep_answer_leaks else None)
+    run(build(CurateConfig, _settings(config, "curate", given), str(config or "command line")))
+
+
+@app.command()
+@user_errors
+def stats(
+    path: str = typer.Argument(..., help="run directory, episodes file, curated directory/file, or paper file"),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="folder for stats.json and PNG plots [PATH/stats]"),
+):
+    """Dataset statistics (per task, lengths, corrected share, per instruction) as tables and plots."""
+    from reflectevo.report.stats import run_stats, tables
+
+    result, plots, folder = run_stats(path, out_dir)
+    for table in tables(result):
+        out.print(table)
+    out.print(f"wrote {folder / 'stats.json'} and {len(plots)} plot(s): {', '.join(p.name for p in plots)}")
+
+
+@app.command("import")
+@user_errors
+def import_cmd(
+    path: str = typer.Argument(..., help="a ReflectEvo paper file: raw, D+, D± or Dpref layout"),
+    out_dir: str = typer.Option(..., "--out", "-o", help="run directory to write episodes.jsonl into"),
+    task: Optional[str] = typer.Option(None, help="task the records belong to, e.g. logiqa [paper]"),
+    split: str = typer.Option("paper", help="split name for the imported episodes"),
+):
+    """Convert a ReflectEvo paper file into reflectevo episodes (then curate, stats or train on it)."""
+    from reflectevo.formats.paper import import_to_run
+
+    target = import_to_run(path, out_dir, task=task, split=split)
+    out.print(f"wrote {target}")
+
+
+@app.command("export")
+@user_errors
+def export_cmd(
+    source: str = typer.Argument(..., help="run directory (or episodes file)"),
+    out_dir: str = typer.Option(..., "--out", "-o", help="folder for the paper-layout files"),
+    curated: Optional[str] = typer.Option(None, help="curated directory [RUN_DIR/curated, if present]"),
+):
+    """Write a run in the ReflectEvo paper's layouts: raw trials, D+, D± and Dpref."""
+    from reflectevo.formats.paper import export_run
+
+    for layout, path in export_run(source, out_dir, curated).items():
+        out.print(f"{layout}: {path}")
+
+
+@app.command()
+@user_errors
+def train(
+    data: Optional[str] = typer.Argument(None, help="curated folder (from `reflectevo curate`)"),
+    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="I one-stage SFT, II two-stage SFT, III DPO on D+-, IV DPO on Dpref"),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (setting II: OUT/stage1, OUT/stage2)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="model to train: preset, model folder [smollm2-135m]"),
+    full: Optional[bool] = typer.Option(None, "--full/--lora", help="full fine-tuning or LoRA [LoRA]"),
+    epochs: Optional[float] = typer.Option(None, help="training epochs [3]"),
+    max_steps: Optional[int] = typer.Option(None, help="stop after N optimiser steps (overrides --epochs)"),
+    learning_rate: Optional[float] = typer.Option(None, "--lr", help="learning rate [1e-4 LoRA, 1e-5 full; DPO /10]"),
+    batch_size: Optional[int] = typer.Option(None, help="rows per device per step [4]"),
+    grad_accum: Optional[int] = typer.Option(None, help="gradient accumulation steps [1]"),
+    max_length: Optional[int] = typer.Option(None, help="max tokens per row, prompt + reply [1024]"),
+    lora_r: Optional[int] = typer.Option(None, help="LoRA rank [8]"),
+    lora_alpha: Optional[int] = typer.Option(None, help="LoRA alpha [32]"),
+    beta: Optional[float] = typer.Option(None, help="DPO beta [0.01]"),
+    precision: Optional[str] = typer.Option(None, help="auto, bf16, fp16, fp32 [auto]"),
+    logging_steps: Optional[int] = typer.Option(None, help="log every N steps [10]"),
+    eval_steps: Optional[int] = typer.Option(None, help="evaluate every N steps [at the end]"),
+    save_steps: Optional[int] = typer.Option(None, help="checkpoint every N steps [200]"),
+    resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out"),
+    seed: Optional[int] = typer.Option(None, help="seed [0]"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings (its `train:` section)"),
+):
+    """Reflection learning: SFT (settings I, II) or DPO (III, IV) with LoRA or full fine-tuning."""
+    from reflectevo.config import build
+    from reflectevo.training import TrainConfig, train as run
+
+    given = dict(data=data, setting=setting, out=out_dir, model=model, full=full, epochs=epochs,
+                 max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
+                 max_length=max_length, lora_r=lora_r, lora_alpha=lora_alpha, beta=beta, precision=precision,
+                 logging_steps=logging_steps, eval_steps=eval_steps, save_steps=save_steps,
+                 resume=resume or None, seed=seed)
+    values = _settings(config, "train", given)
+    for required, flag in (("data", "DATA"), ("setting", "--setting"), ("out", "--out")):
+        if required not in values:
+            raise ReflectEvoError(f"missing {flag} (or `{required}:` in the config file)")
+    run(build(TrainConfig, values, str(config or "command line")))
+
+
+@app.command()
+@user_errors
+def evaluate(
+    task: Optional[list[str]] = typer.Option(None, "--task", "-t", help="task name or task .yaml (repeat or comma-separate for several)"),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="run directory for results.json and samples.jsonl"),
+    generator: Optional[str] = typer.Option(None, "--generator", "-m", help="model that answers trial 1 [smollm2-135m]"),
+    reflector: Optional[str] = typer.Option(None, help="model that reflects (e.g. a trained adapter folder) [the generator]"),
+    corrector: Optional[str] = typer.Option(None, help="two-stage: model that writes trial 2 [the generator]"),
+    self_checker: Optional[str] = typer.Option(None, help="oracle-free: model that decides to revise [the generator]"),
+    mode: Optional[str] = typer.Option(None, help="two-stage (reflect, then correct) or one-stage (one reply) [two-stage]"),
+    no_oracle_free: bool = typer.Option(False, "--no-oracle-free", help="skip the oracle-free protocol (self-check)"),
+    engine: Optional[str] = typer.Option(None, help="backend engine: auto, hf, llamacpp, openai, vllm"),
+    split: Optional[str] = typer.Option(None, help="split to evaluate on [test]"),
+    limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N problems of each task"),
+    data: Optional[str] = typer.Option(None, help="data file (single task only)"),
+    few_shot: Optional[int] = typer.Option(None, help="few-shot examples in the prompt [0]"),
+    temperature: Optional[float] = typer.Option(None, help="sampling temperature; 0 = greedy [0]"),
+    top_p: Optional[float] = typer.Option(None, help="nucleus sampling [1.0]"),
+    max_tokens: Optional[int] = typer.Option(None, help="max new tokens per answer [256]"),
+    reflection_max_tokens: Optional[int] = typer.Option(None, help="max new tokens per reflection [256]"),
+    self_check_max_tokens: Optional[int] = typer.Option(None, help="max new tokens per self-check [128]"),
+    seed: Optional[int] = typer.Option(None, help="base seed (sampling and bootstrap) [0]"),
+    bootstrap: Optional[int] = typer.Option(None, help="bootstrap resamples for 95% CIs; 0 = none [1000]"),
+    batch_size: Optional[int] = typer.Option(None, help="prompts per engine call [16]"),
+    cache: Optional[str] = typer.Option(None, help="SQLite generation cache [~/.cache/reflectevo/generations.sqlite]"),
+    no_cache: bool = typer.Option(False, "--no-cache", help="do not read or write the generation cache"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings (its `evaluate:` section)"),
+):
+    """Acc@t1, oracle-gated and oracle-free Acc@t2, flips and 95% CIs on a test split."""
+    from reflectevo.config import EvaluateConfig, build
+    from reflectevo.stages.evaluate import evaluate as run
+
+    given = dict(out=out_dir, generator=generator, reflector=reflector, corrector=corrector,
+                 self_checker=self_checker, mode=mode, engine=engine, split=split, limit=limit, data=data,
+                 few_shot=few_shot, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
+                 reflection_max_tokens=reflection_max_tokens, self_check_max_tokens=self_check_max_tokens,
+                 seed=seed, bootstrap=bootstrap, batch_size=batch_size, cache=cache,
+                 tasks=[t for item in task for t in item.split(",") if t] if task else None,
+                 oracle_free=False if no_oracle_free else None, no_cache=True if no_cache else None)
+    values = _settings(config, "evaluate", given)
+    if isinstance(values.get("tasks"), str):
+        values["tasks"] = [values["tasks"]]
+    for required, option in (("tasks", "task"), ("out", "out")):
+        if required not in values:
+            raise ReflectEvoError(f"missing --{option} (or `{required}:` in the config file)")
+    run(build(EvaluateConfig, values, str(config or "command line")))
+
+
+@app.command()
+@user_errors
+def report(
+    runs: list[str] = typer.Argument(..., help="evaluation run dirs (results.json) and/or generation run dirs (episodes.jsonl)"),
+    out_file: Optional[Path] = typer.Option(None, "--out", "-o", help="HTML file [RUN_DIR/report.html for one run, else ./report.html]"),
+    paper_raw: Optional[list[Path]] = typer.Option(None, "--paper-raw", help="the paper's raw generation file(s), scored with its count.py semantics"),
+):
+    """One self-contained HTML report (tables, plots, examples) and a Markdown summary beside it."""
+    from reflectevo.report.html import write_report
+
+    html_path, md_path = write_report(runs, out_file, paper_raw or [])
+    out.print(f"wrote {html_path} and {md_path}")
+
+
 def main() -> None:
     app()
 

@@ -68,3 +68,31 @@ def build(cls: type[StageConfig], values: dict[str, Any], source: str = "setting
         err = exc.errors()[0]
         where = ".".join(str(p) for p in err["loc"]) or "(top level)"
         raise InputError(f"{source}: setting {where!r}: {err['msg']}") from exc
+
+
+class EvaluateConfig(StageConfig):
+    """Test-time evaluation (SPEC §6): trial 1, then reflection + correction, oracle-gated and oracle-free."""
+
+    tasks: list[str] = Field(min_length=1)
+    out: str
+    generator: str = DEFAULT_MODEL
+    reflector: str | None = Field(None, description="model that reflects (default: the generator)")
+    corrector: str | None = Field(None, description="two-stage: model that writes trial 2 (default: the generator)")
+    self_checker: str | None = Field(None, description="oracle-free: model that decides to revise (default: the generator)")
+    mode: str = Field("two-stage", pattern="^(two-stage|one-stage)$")
+    oracle_free: bool = True
+    engine: str = "auto"
+    split: str = "test"
+    limit: int | None = Field(None, ge=1)
+    data: str | None = Field(None, description="data file (only with a single task)")
+    few_shot: int = Field(0, ge=0)
+    temperature: float = Field(0.0, ge=0)
+    top_p: float = Field(1.0, gt=0, le=1)
+    max_tokens: int = Field(256, ge=1)
+    reflection_max_tokens: int = Field(256, ge=1)
+    self_check_max_tokens: int = Field(128, ge=1)
+    seed: int = 0
+    bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for 95% CIs (0 = none)")
+    batch_size: int = Field(16, ge=1)
+    cache: str | None = None
+    no_cache: bool = False

@@ -86,7 +86,7 @@ class GenerationCache:
                 self.db.execute("ROLLBACK")
             raise ReflectEvoError(f"generation cache {self.path}: cannot write ({exc})") from exc
 
-    def __len__(self) -> int:
+    def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
 
     def close(self) -> None:
@@ -120,12 +120,12 @@ class Generator:
         for start in range(0, len(order), size):
             batch = order[start:start + size]
             wanted = [k for i in batch for k in keyed[i]]
-            found = self.cache.get_many(wanted) if self.cache else {}
+            found = self.cache.get_many(wanted) if self.cache is not None else {}
             if len(found) < len(wanted):
                 outputs = self.backend.generate([prompts[i] for i in batch], params)
                 fresh = [(k, c) for i, outs in zip(batch, outputs) for k, c in zip(keyed[i], outs)]
                 self.generated_tokens += sum(c.tokens for _, c in fresh)
-                if self.cache:
+                if self.cache is not None:
                     self.cache.put_many(fresh, self.backend.model_id)
                     found = self.cache.get_many(wanted)  # what is stored is what every process uses
                 else:

@@ -71,3 +71,16 @@ def reflect_and_correct_prompt(trial1_messages: Messages, trial1_response: str, 
             {"role": "assistant", "content": trial1_response},
             {"role": "user", "content": REFLECT_AND_CORRECT.format(feedback=feedback_text(feedback),
                                                                     answer_format=answer_format)}]
+
+
+# Oracle-free evaluation: before reflecting, the model judges its own answer; no gold feedback is shown.
+SELF_CHECK = (
+    "Check your previous solution carefully: is its final answer correct? Do not solve the problem again.\n"
+    'End your reply with exactly one line: "Verdict: CORRECT" or "Verdict: INCORRECT".'
+)
+
+
+def self_check_prompt(trial1_messages: Messages, trial1_response: str) -> Messages:
+    return [*trial1_messages,
+            {"role": "assistant", "content": trial1_response},
+            {"role": "user", "content": SELF_CHECK}]

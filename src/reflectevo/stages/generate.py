@@ -124,17 +124,19 @@ def generate(cfg: GenerateConfig) -> Path:
     problems = load_problems(task, cfg.split, cfg.limit)  # bad data fails here, before a model loads
     select(load_pool(*cfg.instruction_files), cfg.instructions)  # and unknown instruction ids too
     with RunDir(cfg.out) as run:
+        models, cache = open_models(cfg)  # an unknown model fails here, before anything is written
         run.write_config({"generate": cfg.model_dump()})
-        models, cache = open_models(cfg)
         try:
             episodes = run_trial1(task, problems, models.generator, cfg)
             run_reflections(task, episodes, models, cfg)
         finally:
-            if cache:
+            if cache is not None:
                 cache.close()
         out = run.file("episodes.jsonl")
         write_atomic(out, episodes_to_jsonl(episodes))
         summary = summarize(episodes)
+        summary["engine_tokens"] = models.generator.generated_tokens + (
+            models.reflector.generated_tokens if models.reflector is not models.generator else 0)
         run.write_manifest("generate", cfg.model_dump(), task=task.describe(),
                            models={"generator": models.generator.backend.describe(),
                                    "reflector": models.reflector.backend.describe()},

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Sequence
 
+from reflectevo.errors import InputError
 from reflectevo.records import Messages, Problem, Verdict
 
 
@@ -39,6 +42,22 @@ class Task(ABC):
     @abstractmethod
     def verify(self, problem: Problem, response: str) -> Verdict:
         """Extract the answer from a model response and judge it against problem.gold."""
+
+    def check_split(self, split: str) -> None:
+        """InputError naming the task's splits when `split` is not one of them."""
+        if split not in self.splits:
+            raise InputError(f"task {self.name!r} has no split {split!r}; splits: {', '.join(self.splits)}")
+
+    def verify_many(self, problems: Sequence[Problem], responses: Sequence[str],
+                    workers: int = 1) -> list[Verdict]:
+        """`verify` over many (problem, response) pairs, in order; `workers` > 1 judges concurrently
+        (worth it for code tasks, whose verdicts wait on sandbox processes)."""
+        if len(problems) != len(responses):
+            raise ValueError("problems and responses differ in length")
+        if workers <= 1:
+            return [self.verify(p, r) for p, r in zip(problems, responses)]
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            return list(pool.map(self.verify, problems, responses))
 
     def examples(self) -> list[tuple[str, str]]:
         """Few-shot (question, worked answer) pairs; empty by default."""

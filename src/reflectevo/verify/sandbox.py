@@ -7,15 +7,19 @@ Never inside the pipeline's own process. Each run gets:
   HOME/TMPDIR set to a throw-away working folder that is deleted afterwards;
 - resource limits applied inside that interpreter before any user code runs: RLIMIT_CPU, RLIMIT_AS
   (memory), RLIMIT_NPROC (processes, counted on top of what the uid already runs), RLIMIT_FSIZE (file
-  and captured-output size), RLIMIT_NOFILE, no core files. When the pipeline runs as root, the child
+  and captured-output size), RLIMIT_NOFILE, no core files (set in the child, not via preexec_fn,
+  which is unsafe with the thread pool of `run_many`). When the pipeline runs as root, the child
   drops to uid/gid 65534 (nobody) first, because root ignores RLIMIT_NPROC and may write anywhere;
+  if nobody cannot run this interpreter (a Python under /root), it stays root inside a new user
+  namespace instead (no host capabilities: it cannot raise its limits or override file permissions),
+  and new processes are stopped by the audit hook alone;
 - a wall-clock timeout that kills the whole process group (and, with namespaces, the whole PID
   namespace, so even daemonised grandchildren die);
 - no network: when `unshare` can create namespaces here (root, or unprivileged user namespaces),
   the process runs in a new network namespace (no interfaces but a down loopback) and a new PID
   namespace; in every case an audit hook also refuses socket creation, writes outside the working
-  folder, new processes and ctypes library loading, so the guarantees hold (less strongly) where
-  namespaces are unavailable. `network_isolation()` says which mechanism is active;
+  folder, new processes and native calls through ctypes, so the guarantees hold (less strongly) where
+  namespaces are unavailable. `isolation().describe()` says what is active;
 - stdout/stderr captured to files, bounded by RLIMIT_FSIZE; only a bounded head/tail is read back.
 
 The limits protect the machine and the run; they do not make a verdict forgery-proof against code
@@ -32,6 +36,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
@@ -79,27 +84,61 @@ class SandboxResult:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Isolation:
+    """How sandboxed processes are started on this machine (probed once per process)."""
+
+    prefix: tuple[str, ...]  # the `unshare ...` command line, or () when namespaces are unavailable
+    drop_to_nobody: bool  # root pipeline: the child switches to uid/gid 65534 before user code
+
+    @property
+    def network(self) -> str:
+        return "namespace" if self.prefix else "audit-hook"
+
+    @property
+    def process_limit(self) -> bool:
+        """Whether RLIMIT_NPROC binds (it never binds uid 0, namespaced or not)."""
+        return os.geteuid() != 0 or self.drop_to_nobody
+
+    def describe(self) -> str:
+        user = "nobody (65534)" if self.drop_to_nobody else ("root in a user namespace"
+                                                             if os.geteuid() == 0 else "the current user")
+        return (f"network: {self.network}; pid namespace: {'yes' if self.prefix else 'no'}; "
+                f"runs as: {user}; process limit: {'yes' if self.process_limit else 'no (audit hook only)'}")
+
+
+_PROBE = "import json, warnings, socket, collections, re"
+
+
+def _works(command: list[str], **kwargs) -> bool:
+    try:
+        return subprocess.run(command, capture_output=True, timeout=20, env={}, cwd="/",
+                              **kwargs).returncode == 0
+    except (OSError, subprocess.SubprocessError):
+        return False
+
+
 @functools.lru_cache(maxsize=1)
-def _unshare_prefix() -> tuple[str, ...] | None:
-    """The `unshare` command line that gives a new network + PID namespace here, or None."""
+def isolation() -> Isolation:
+    """Probe what this machine allows: namespaces via `unshare`, and (as root) whether uid 65534
+    can run this interpreter (a Python installed under /root is unreadable to it)."""
+    python = [sys.executable, "-I", "-B", "-c", _PROBE]
+    drop = os.geteuid() == 0 and _works(python, user=NOBODY, group=NOBODY, extra_groups=[])
     exe = shutil.which("unshare")
-    if exe is None or os.environ.get("REFLECTEVO_SANDBOX_NO_NAMESPACES"):
-        return None
-    base = [exe, "--net", "--pid", "--fork", "--kill-child"]
-    candidates = [base] if os.geteuid() == 0 else [base[:1] + ["--map-root-user"] + base[1:]]
-    for prefix in candidates:
-        try:
-            probe = subprocess.run(prefix + ["true"], capture_output=True, timeout=10, env={})
-        except (OSError, subprocess.TimeoutExpired):
-            continue
-        if probe.returncode == 0:
-            return tuple(prefix)
-    return None
+    prefix: tuple[str, ...] = ()
+    if exe and not os.environ.get("REFLECTEVO_SANDBOX_NO_NAMESPACES"):
+        base = [exe, "--net", "--pid", "--fork", "--kill-child"]
+        # Without the drop, root enters a user namespace too, which takes away its host capabilities
+        # (it can no longer raise its own limits or override file permissions).
+        candidate = base if drop else [exe, "--user", "--map-root-user", *base[1:]]
+        if _works(candidate + python):
+            prefix = tuple(candidate)
+    return Isolation(prefix=prefix, drop_to_nobody=drop)
 
 
 def network_isolation() -> str:
     """'namespace' (kernel network namespace + audit hook) or 'audit-hook' (audit hook only)."""
-    return "namespace" if _unshare_prefix() else "audit-hook"
+    return isolation().network
 
 
 def _read_bounded(path: Path, limit: int) -> str:
@@ -158,7 +197,8 @@ def _run_in(root: Path, code: str, tests: list[str], setup: str, limits: Limits,
     workdir = root / "work"
     workdir.mkdir()
     os.chmod(root, 0o711)
-    drop = os.geteuid() == 0
+    mode = isolation()
+    drop = mode.drop_to_nobody
     if drop:
         os.chown(workdir, NOBODY, NOBODY)
     result_path = root / "result.log"
@@ -170,22 +210,29 @@ def _run_in(root: Path, code: str, tests: list[str], setup: str, limits: Limits,
     shutil.copyfile(_RUNNER, runner)
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "HOME": str(workdir), "TMPDIR": str(workdir),
            "LANG": "C.UTF-8", "LC_ALL": "C.UTF-8"}
-    prefix = _unshare_prefix()
-    command = [*(prefix or ()), sys.executable, "-I", "-B", str(runner)]
+    command = [*mode.prefix, sys.executable, "-I", "-B", str(runner)]
     with open(root / "stdout", "wb") as out, open(root / "stderr", "wb") as err:
         proc = subprocess.Popen(command, cwd=root, env=env, stdin=subprocess.DEVNULL, stdout=out,
                                 stderr=err, start_new_session=True, close_fds=True)
-        timed_out = False
+        timed_out = threading.Event()
+
+        def on_timeout() -> None:
+            timed_out.set()
+            _kill_group(proc.pid)
+
+        timer = threading.Timer(limits.wall_seconds, on_timeout)
+        timer.start()
         try:
-            proc.wait(timeout=limits.wall_seconds)
-        except subprocess.TimeoutExpired:
-            timed_out = True
+            # wait4, not Popen.wait: it blocks without polling and reports the CPU time used by the
+            # child and the descendants it waited for (through `unshare`, the user code itself).
+            _, status, usage = os.wait4(proc.pid, 0)
         finally:
-            # The group id stays reserved while any member lives, so killing it after the leader has
-            # been reaped is safe; it ends stragglers when no PID namespace does it for us.
-            _kill_group(proc.pid)
-            proc.wait()
-            _kill_group(proc.pid)
+            timer.cancel()
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        # The group id stays reserved while any member lives, so killing it after the leader has
+        # been reaped is safe; it ends stragglers when no PID namespace does it for us.
+        _kill_group(proc.pid)
+    cpu_used = usage.ru_utime + usage.ru_stime
     events = []
     try:
         for line in result_path.read_text(encoding="utf-8", errors="replace").splitlines():
@@ -197,11 +244,12 @@ def _run_in(root: Path, code: str, tests: list[str], setup: str, limits: Limits,
         pass
     stdout = _read_bounded(root / "stdout", limits.output_chars)
     stderr = _read_bounded(root / "stderr", limits.output_chars)
-    result = _interpret(events, tests, proc.returncode, timed_out, stderr, limits)
+    result = _interpret(events, tests, proc.returncode, timed_out.is_set(), cpu_used, stderr, limits)
     result.stdout, result.stderr = stdout, stderr
     result.returncode = proc.returncode
     result.seconds = round(time.monotonic() - started, 3)
-    result.isolation = network_isolation()
+    result.isolation = mode.network
+    result.details["cpu_seconds"] = round(cpu_used, 3)
     return result
 
 
@@ -214,7 +262,7 @@ def _describe_stage(event: dict | None, tests: list[str]) -> str:
 
 
 def _interpret(events: list[dict], tests: list[str], returncode: int | None, timed_out: bool,
-               stderr: str, limits: Limits) -> SandboxResult:
+               cpu_used: float, stderr: str, limits: Limits) -> SandboxResult:
     total = len(tests)
     done = next((e for e in events if e.get("event") == "done"), None)
     fail = next((e for e in events if e.get("event") == "fail"), None)
@@ -227,7 +275,10 @@ def _interpret(events: list[dict], tests: list[str], returncode: int | None, tim
     if fail:
         stage, kind = fail.get("stage"), fail.get("kind", "")
         message = fail.get("message", "")
-        if kind == "MemoryError":
+        if kind == "CPUTimeLimitExceeded":
+            status = "cpu_limit"
+            message = f"CPU time limit exceeded ({limits.cpu_seconds} s)"
+        elif kind == "MemoryError":
             status = "memory_limit"
             message += f"\n(memory limit: {limits.memory_mb} MiB)"
         elif kind == "SyntaxError":
@@ -255,7 +306,7 @@ def _interpret(events: list[dict], tests: list[str], returncode: int | None, tim
     killed_by = -returncode if returncode is not None and returncode < 0 else None
     if timed_out:
         status, text = "timeout", f"Time limit exceeded ({limits.wall_seconds:g} s wall clock) {where}."
-    elif killed_by == signal.SIGXCPU:
+    elif killed_by == signal.SIGXCPU or (returncode != 0 and cpu_used >= limits.cpu_seconds - 0.05):
         status, text = "cpu_limit", f"CPU time limit exceeded ({limits.cpu_seconds} s) {where}."
     elif killed_by == signal.SIGXFSZ:
         status, text = "output_limit", (f"Output or file size limit exceeded ({limits.file_size_mb} MiB) "

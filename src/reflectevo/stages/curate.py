@@ -1,0 +1,488 @@
+"""Curation stage (SPEC §4): episodes -> the training sets of the four reflection-learning settings.
+
+From each failed trial 1 and its reflections (each with its trial 2) it builds, in chat-message form
+that TRL consumes as is:
+
+    sft_one_stage    D+, setting I:   (q, failed trial 1, feedback) -> reflection + corrected answer
+    sft_reflect      D+, setting II1: (q, failed trial 1, feedback) -> reflection
+    sft_correct      D+, setting II2: the stored correction prompt   -> corrected answer
+    dpo_contrastive  D±, setting III: chosen led to a correct trial 2, rejected to an incorrect one
+    dpo_preference   Dpref, IV:       both led to a correct trial 2, ordered by a judge (stages/judge.py)
+
+Reflections are filtered first (empty, length limits, stating the gold answer, exact/near duplicates
+within the problem), pairs and rows are capped per problem, and every dataset is split into train and
+validation by problem, never by sample. Each dataset is written as JSONL and Parquet.
+See docs/curation.md.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import random
+import re
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Literal
+
+from pydantic import Field
+
+from reflectevo.config import StageConfig
+from reflectevo.errors import InputError, ReflectEvoError
+from reflectevo.progress import console
+from reflectevo.prompts import reflect_and_correct_prompt, test_reflection_prompt
+from reflectevo.records import EPISODE_SCHEMA, Episode, Reflection, read_episodes
+from reflectevo.runs import RunDir, write_atomic, write_json
+
+SFT_SETS = ("sft_one_stage", "sft_reflect", "sft_correct")
+DPO_SETS = ("dpo_contrastive", "dpo_preference")
+DATASETS = SFT_SETS + DPO_SETS
+
+
+class CurateConfig(StageConfig):
+    """Settings of `reflectevo curate` (defaults in parentheses are the CLI's)."""
+
+    source: str = Field(description="run directory, episodes .jsonl, or a paper-layout file")
+    out: str | None = Field(None, description="curated directory (default: RUN_DIR/curated)")
+    datasets: list[str] = Field(default_factory=lambda: list(DATASETS))
+    dedup: Literal["none", "exact", "near"] = "near"
+    near_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word 3-shingles")
+    max_per_problem: int | None = Field(None, ge=1, description="rows (SFT) / pairs (DPO) per problem and set")
+    validation: float = Field(0.1, ge=0, lt=1, description="share of problems held out for validation")
+    seed: int = 0
+    min_chars: int = Field(1, ge=0)
+    max_chars: int | None = Field(None, ge=1)
+    max_tokens: int | None = Field(None, ge=1, description="reflection length limit in tokens of `tokenizer`")
+    tokenizer: str | None = Field(None, description="model preset or folder whose tokenizer counts tokens")
+    drop_answer_leaks: bool = True
+    judge: str | None = Field(None, description="model that orders Dpref pairs (default: judge-free fallback)")
+    judge_engine: str = "auto"
+    judge_max_tokens: int = Field(256, ge=1)
+    judge_batch_size: int = Field(8, ge=1)
+    cache: str | None = None
+    task: str | None = Field(None, description="task name for paper-layout sources")
+
+
+# --------------------------------------------------------------------------------------------- input
+
+def resolve_source(source: str | Path) -> tuple[Path, Path]:
+    """(episodes file, default curated dir) for a run directory or an episodes file."""
+    path = Path(source)
+    if path.is_dir():
+        episodes = path / "episodes.jsonl"
+        if not episodes.is_file():
+            raise InputError(f"{path}: no episodes.jsonl in this directory (run `reflectevo generate` first)")
+        return episodes, path / "curated"
+    if not path.exists():
+        raise InputError(f"{path}: no such file or directory")
+    # A run's episodes.jsonl curates into the run; any other file into a folder named after it.
+    return path, path.parent / ("curated" if path.name == "episodes.jsonl" else f"{path.stem}_curated")
+
+
+def load_source(path: Path, task: str | None = None) -> list[Episode]:
+    """Episodes from our episodes JSONL, or imported from any of the paper's layouts."""
+    first = next(iter(_first_object(path)), None)
+    if first is None:
+        raise InputError(f"{path}: empty file, no episodes to curate")
+    if first.get("schema") == EPISODE_SCHEMA:
+        return read_episodes(path)
+    from reflectevo.formats.paper import detect_layout, import_episodes
+
+    if detect_layout(first) is None:
+        raise InputError(f"{path}:1: neither a reflectevo episode (schema {EPISODE_SCHEMA!r}) nor a "
+                         f"ReflectEvo paper record (fields: {', '.join(sorted(first)[:8])})")
+    return import_episodes(path, task=task)
+
+
+def _first_object(path: Path):
+    from reflectevo.formats.paper import read_json_objects
+
+    for _, obj in read_json_objects(path):
+        yield obj
+        return
+
+
+# ------------------------------------------------------------------------------ per-task information
+
+class TaskInfo:
+    """What curation needs from a task: its answer format and a gold-answer leak check.
+
+    Tasks are built without loading data (only class attributes and `verify` are used), so tasks that
+    need a user data path (e.g. logiqa) still work. An unknown task falls back to the answer format at
+    the end of the stored trial-2 prompt, and to a plain text leak check.
+    """
+
+    def __init__(self):
+        self._tasks: dict[str, Any] = {}
+
+    def task(self, name: str):
+        if name not in self._tasks:
+            from reflectevo.tasks import get_task
+
+            try:
+                self._tasks[name] = get_task(name)
+            except ReflectEvoError:
+                self._tasks[name] = None
+        return self._tasks[name]
+
+    def answer_format(self, ep: Episode) -> str:
+        task = self.task(ep.task)
+        if task is not None:
+            return task.answer_format
+        for r in ep.reflections:
+            if r.trial2 and r.trial2.messages:
+                text = r.trial2.messages[-1].get("content", "")
+                marker = "solve the problem again from the start. "
+                if marker in text:
+                    return text.split(marker, 1)[1].strip()
+        raise InputError(f"episode {ep.id}: task {ep.task!r} is unknown and no stored trial-2 prompt ends "
+                         f"with an answer format; register the task (see `reflectevo tasks`)")
+
+    def states_answer(self, ep: Episode, text: str) -> bool:
+        return states_gold_answer(self.task(ep.task), ep, text)
+
+
+_CUE = r"(?:answer|result)\s*(?:is|should be|must be|would be|=|:)\s*[:\s]*(?:\*\*|\(|\[|\$)*\s*"
+
+
+def _norm_words(text: str) -> list[str]:
+    return re.sub(r"[^0-9a-z]+", " ", text.lower()).split()
+
+
+def states_gold_answer(task, ep: Episode, text: str) -> bool:
+    """Whether a reflection states the gold answer (SPEC §1: a reflection must not state the answer).
+
+    - choice / number / math: the task's own extractor, applied to the reflection as if it were an
+      answer, finds the gold answer (so "the answer is B" or a closing "...= 72" counts), or an answer
+      cue ("answer is", "should be", ...) is followed by the gold answer anywhere in the text;
+    - code: never (reflections discuss code; running them as a solution makes no sense);
+    - text and unknown tasks: the normalised gold answer occurs as a whole-word phrase after an answer
+      cue, or anywhere if it is at least two words long.
+    """
+    gold = ep.gold.strip()
+    if not gold or not text.strip():
+        return False
+    kind = getattr(task, "answer_type", "") if task is not None else ""
+    if kind == "code":
+        return False
+    cue = re.search(_CUE + re.escape(gold) + r"(?![0-9a-z])", text, flags=re.IGNORECASE)
+    if cue:
+        return True
+    if kind in ("choice", "number", "math"):
+        try:
+            return bool(task.verify(ep.problem(), text).correct)
+        except Exception:  # a verifier that cannot read free text is no reason to stop curation
+            return False
+    words, gold_words = _norm_words(text), _norm_words(gold)
+    if len(gold_words) < 2:
+        return False
+    n = len(gold_words)
+    return any(words[i:i + n] == gold_words for i in range(len(words) - n + 1))
+
+
+# ---------------------------------------------------------------------------------------- filtering
+
+def normalise(text: str) -> str:
+    return " ".join(_norm_words(text))
+
+
+def shingles(text: str, size: int = 3) -> set[tuple[str, ...]]:
+    words = _norm_words(text)
+    if len(words) < size:
+        return {tuple(words)}
+    return {tuple(words[i:i + size]) for i in range(len(words) - size + 1)}
+
+
+def jaccard(a: set, b: set) -> float:
+    return len(a & b) / len(a | b) if a or b else 1.0
+
+
+@dataclass
+class Filtered:
+    """The reflections of one failed episode that survived the filters, and why others did not."""
+
+    episode: Episode
+    kept: list[Reflection]
+    dropped: Counter = field(default_factory=Counter)
+
+    @property
+    def positives(self) -> list[Reflection]:
+        return [r for r in self.kept if r.trial2.verdict.correct]
+
+    @property
+    def negatives(self) -> list[Reflection]:
+        return [r for r in self.kept if not r.trial2.verdict.correct]
+
+
+def filter_reflections(ep: Episode, cfg: CurateConfig, info: TaskInfo,
+                       count_tokens: Callable[[str], int] | None = None) -> Filtered:
+    result = Filtered(ep, [])
+    # Positives first, so a duplicate of a reflection that corrected the answer never replaces it.
+    ordered = sorted(ep.reflections, key=lambda r: (not (r.trial2 and r.trial2.verdict.correct), r.index))
+    seen_exact: set[str] = set()
+    seen_shingles: list[set] = []
+    for r in ordered:
+        text = r.text.strip()
+        if r.trial2 is None:
+            reason = "no_trial2"
+        elif len(text) < max(cfg.min_chars, 1):
+            reason = "too_short"
+        elif cfg.max_chars and len(text) > cfg.max_chars:
+            reason = "too_long"
+        elif cfg.max_tokens and count_tokens and count_tokens(text) > cfg.max_tokens:
+            reason = "too_long"
+        elif cfg.drop_answer_leaks and info.states_answer(ep, text):
+            reason = "states_answer"
+        elif cfg.dedup != "none" and normalise(text) in seen_exact:
+            reason = "duplicate"
+        elif cfg.dedup == "near" and any(jaccard(shingles(text), s) >= cfg.near_threshold
+                                         for s in seen_shingles):
+            reason = "near_duplicate"
+        else:
+            reason = None
+        if reason:
+            result.dropped[reason] += 1
+            continue
+        seen_exact.add(normalise(text))
+        seen_shingles.append(shingles(text))
+        result.kept.append(r)
+    result.kept.sort(key=lambda r: r.index)
+    return result
+
+
+def token_counter(tokenizer: str | None) -> Callable[[str], int] | None:
+    if not tokenizer:
+        return None
+    from transformers import AutoTokenizer
+
+    from reflectevo.backends.models import hf_folder, resolve
+
+    try:
+        tok = AutoTokenizer.from_pretrained(str(hf_folder(resolve(tokenizer))))
+    except ReflectEvoError:
+        raise
+    except Exception as exc:  # any loader failure is a bad setting, said in one line
+        raise InputError(f"setting 'tokenizer': cannot load a tokenizer from {tokenizer!r} ({exc})") from exc
+    return lambda text: len(tok(text, add_special_tokens=False)["input_ids"])
+
+
+# ------------------------------------------------------------------------------------------- rows
+
+def _assistant(text: str) -> list[dict[str, str]]:
+    return [{"role": "assistant", "content": text}]
+
+
+def _cap(items: list, cap: int | None, seed: int, key: str) -> list:
+    """At most `cap` items, chosen reproducibly from (seed, key); order is kept."""
+    if cap is None or len(items) <= cap:
+        return items
+    rng = random.Random(hashlib.sha256(f"{seed}:{key}".encode()).digest())
+    chosen = sorted(rng.sample(range(len(items)), cap))
+    return [items[i] for i in chosen]
+
+
+def sft_rows(f: Filtered, answer_format: str, cfg: CurateConfig) -> dict[str, list[dict]]:
+    ep, t1 = f.episode, f.episode.trial1
+    feedback = t1.verdict.feedback
+    rows: dict[str, list[dict]] = {name: [] for name in SFT_SETS}
+    for r in _cap(f.positives, cfg.max_per_problem, cfg.seed, f"sft:{ep.id}"):
+        ids = {"task": ep.task, "episode_id": ep.id, "reflection_index": r.index,
+               "instruction_id": r.instruction_id}
+        rows["sft_one_stage"].append({
+            "prompt": reflect_and_correct_prompt(t1.messages, t1.response, feedback, answer_format),
+            "completion": _assistant(r.text.strip() + "\n\n" + r.trial2.response), **ids})
+        rows["sft_reflect"].append({
+            "prompt": test_reflection_prompt(t1.messages, t1.response, feedback),
+            "completion": _assistant(r.text), **ids})
+        rows["sft_correct"].append({
+            "prompt": r.trial2.messages, "completion": _assistant(r.trial2.response), **ids})
+    return rows
+
+
+def pair_row(ep: Episode, chosen: Reflection, rejected: Reflection, **extra) -> dict:
+    t1 = ep.trial1
+    return {"prompt": test_reflection_prompt(t1.messages, t1.response, t1.verdict.feedback),
+            "chosen": _assistant(chosen.text), "rejected": _assistant(rejected.text),
+            "task": ep.task, "episode_id": ep.id,
+            "chosen_reflection_index": chosen.index, "rejected_reflection_index": rejected.index,
+            "chosen_instruction_id": chosen.instruction_id, "rejected_instruction_id": rejected.instruction_id,
+            **extra}
+
+
+def contrastive_rows(f: Filtered, cfg: CurateConfig) -> list[dict]:
+    pairs = [(c, r) for c in f.positives for r in f.negatives]
+    return [pair_row(f.episode, c, r) for c, r in _cap(pairs, cfg.max_per_problem, cfg.seed,
+                                                        f"contrastive:{f.episode.id}")]
+
+
+def preference_candidates(f: Filtered, cfg: CurateConfig) -> list[tuple[Episode, Reflection, Reflection]]:
+    """Unordered pairs of reflections that both led to a correct trial 2 (capped before judging)."""
+    pos = f.positives
+    pairs = [(f.episode, pos[i], pos[j]) for i in range(len(pos)) for j in range(i + 1, len(pos))]
+    ranked = f.episode.meta.get("preferences")
+    if ranked:  # imported from a paper Dpref file: only the pairs the paper ranked
+        ranked_sets = [set(pair) for pair in ranked]
+        pairs = [p for p in pairs if {p[1].index, p[2].index} in ranked_sets]
+    return _cap(pairs, cfg.max_per_problem, cfg.seed, f"preference:{f.episode.id}")
+
+
+# ------------------------------------------------------------------------------------------ split
+
+def split_by_problem(rows: list[dict], fraction: float, seed: int) -> tuple[list[dict], list[dict]]:
+    """(train, validation): whole problems go to one side, chosen by sha256(seed, episode id).
+
+    Problems are ordered by their hash and the first round(fraction * n) go to validation, at least
+    one when there are two or more problems and fraction > 0, so small sets still get a validation set.
+    """
+    problems = sorted({row["episode_id"] for row in rows},
+                      key=lambda pid: hashlib.sha256(f"{seed}:{pid}".encode()).hexdigest())
+    n_val = 0
+    if fraction > 0 and len(problems) >= 2:
+        n_val = min(len(problems) - 1, max(1, round(fraction * len(problems))))
+    held_out = set(problems[:n_val])
+    return ([r for r in rows if r["episode_id"] not in held_out],
+            [r for r in rows if r["episode_id"] in held_out])
+
+
+# ------------------------------------------------------------------------------------------ write
+
+def _schema(name: str):
+    import pyarrow as pa
+
+    messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
+    ids = [("task", pa.string()), ("episode_id", pa.string())]
+    if name in SFT_SETS:
+        return pa.schema([("prompt", messages), ("completion", messages), *ids,
+                          ("reflection_index", pa.int64()), ("instruction_id", pa.string())])
+    fields = [("prompt", messages), ("chosen", messages), ("rejected", messages), *ids,
+              ("chosen_reflection_index", pa.int64()), ("rejected_reflection_index", pa.int64()),
+              ("chosen_instruction_id", pa.string()), ("rejected_instruction_id", pa.string())]
+    if name == "dpo_preference":
+        fields.append(("judge", pa.string()))
+    return pa.schema(fields)
+
+
+def write_dataset(folder: Path, name: str, splits: dict[str, list[dict]]) -> None:
+    """train/validation as JSONL and Parquet (explicit schema, so empty splits still have columns)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = _schema(name)
+    for split, rows in splits.items():
+        write_atomic(folder / f"{split}.jsonl",
+                     "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        buffer = io.BytesIO()
+        pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer)
+        write_atomic(folder / f"{split}.parquet", buffer.getvalue())
+
+
+def load_curated(folder: str | Path, fmt: str = "json"):
+    """A curated dataset folder as a `datasets.DatasetDict`, leaving out empty splits.
+
+    (`datasets.load_dataset` refuses an empty JSONL split, and validation is empty when a set comes
+    from a single problem or --validation 0.)
+    """
+    from datasets import load_dataset
+
+    folder = Path(folder)
+    ext = "jsonl" if fmt == "json" else "parquet"
+    files = {s: str(folder / f"{s}.{ext}") for s in ("train", "validation")
+             if (folder / f"{s}.{ext}").is_file() and (folder / f"{s}.jsonl").stat().st_size > 0}
+    if not files:
+        raise InputError(f"{folder}: no non-empty train.{ext}/validation.{ext}")
+    return load_dataset(fmt, data_files=files)
+
+
+# ----------------------------------------------------------------------------------------- stage
+
+def curate_episodes(episodes: list[Episode], cfg: CurateConfig,
+                    judge=None) -> tuple[dict[str, dict[str, list[dict]]], dict]:
+    """Build every requested dataset's train/validation rows, and the counts that describe them.
+
+    `judge`: an open Generator to order Dpref pairs with (default: load `cfg.judge` if set).
+    """
+    unknown = [n for n in cfg.datasets if n not in DATASETS]
+    if unknown:
+        raise InputError(f"setting 'datasets': unknown dataset(s) {', '.join(unknown)}; "
+                         f"known: {', '.join(DATASETS)}")
+    info = TaskInfo()
+    count_tokens = token_counter(cfg.tokenizer) if cfg.max_tokens else None
+    if cfg.max_tokens and not cfg.tokenizer:
+        raise InputError("setting 'max_tokens' needs 'tokenizer' (a model preset or folder), "
+                         "or use 'max_chars'")
+    failed = [ep for ep in episodes if not ep.trial1.verdict.correct and ep.reflections]
+    filtered = [filter_reflections(ep, cfg, info, count_tokens) for ep in failed]
+    rows: dict[str, list[dict]] = {name: [] for name in DATASETS}
+    for f in filtered:
+        if any(n in SFT_SETS for n in cfg.datasets) and f.positives:
+            for name, new in sft_rows(f, info.answer_format(f.episode), cfg).items():
+                rows[name].extend(new)
+        if "dpo_contrastive" in cfg.datasets:
+            rows["dpo_contrastive"].extend(contrastive_rows(f, cfg))
+    judge_summary = {}
+    if "dpo_preference" in cfg.datasets:
+        from reflectevo.stages.judge import order_preferences
+
+        candidates = [c for f in filtered for c in preference_candidates(f, cfg)]
+        ordered, judge_summary = order_preferences(candidates, cfg, judge)
+        rows["dpo_preference"] = [pair_row(ep, chosen, rejected, judge=json.dumps(verdict, ensure_ascii=False))
+                                  for ep, chosen, rejected, verdict in ordered]
+    result = {name: dict(zip(("train", "validation"), split_by_problem(rows[name], cfg.validation, cfg.seed)))
+              for name in cfg.datasets}
+    dropped = sum((f.dropped for f in filtered), Counter())
+    counts = {
+        "episodes": len(episodes),
+        "failed_with_reflections": len(failed),
+        "reflections": sum(len(ep.reflections) for ep in failed),
+        "reflections_kept": sum(len(f.kept) for f in filtered),
+        "reflections_kept_correct": sum(len(f.positives) for f in filtered),
+        "reflections_dropped": dict(sorted(dropped.items())),
+        "datasets": {name: _describe(splits) for name, splits in result.items()},
+        "judge": judge_summary,
+    }
+    return result, counts
+
+
+def _describe(splits: dict[str, list[dict]]) -> dict:
+    rows = [r for part in splits.values() for r in part]
+    instructions = Counter()
+    for r in rows:
+        for key in ("instruction_id", "chosen_instruction_id"):
+            if key in r:
+                instructions[r[key]] += 1
+    return {"train": len(splits["train"]), "validation": len(splits["validation"]),
+            "problems": {"train": len({r["episode_id"] for r in splits["train"]}),
+                         "validation": len({r["episode_id"] for r in splits["validation"]})},
+            "per_task": dict(sorted(Counter(r["task"] for r in rows).items())),
+            "per_instruction": dict(sorted(instructions.items()))}
+
+
+def curate(cfg: CurateConfig) -> Path:
+    """Read episodes (or a paper file), write CURATED_DIR/<dataset>/{train,validation}.{jsonl,parquet}."""
+    source, default_out = resolve_source(cfg.source)
+    out = Path(cfg.out) if cfg.out else default_out
+    episodes = load_source(source, cfg.task)  # bad input fails here, before any judge model loads
+    if not episodes:
+        raise InputError(f"{source}: no episodes to curate")
+    result, counts = curate_episodes(episodes, cfg)
+    if not any(len(r) for splits in result.values() for r in splits.values()):
+        raise InputError(f"{source}: curation produced no rows ({counts['episodes']} episodes, "
+                         f"{counts['failed_with_reflections']} failed trial 1 with reflections, "
+                         f"{counts['reflections_kept']} reflections kept, "
+                         f"{counts['reflections_kept_correct']} of them corrected the answer; "
+                         f"dropped: {counts['reflections_dropped'] or 'none'})")
+    with RunDir(out) as run:
+        for name, splits in result.items():
+            write_dataset(out / name, name, splits)
+        summary = {"source": str(source), "config": cfg.model_dump(), **counts}
+        write_json(out / "curation.json", summary)
+        run.write_manifest("curate", cfg.model_dump(), source=str(source), outputs=list(result))
+        run.log(f"curate: {json.dumps(counts['datasets'])}")
+    table = ", ".join(f"{n} {d['train']}+{d['validation']}" for n, d in counts["datasets"].items())
+    console.print(f"[green]wrote[/green] {out}: {table} (train+validation rows)")
+    empty = [n for n, d in counts["datasets"].items() if d["train"] + d["validation"] == 0]
+    if empty:
+        console.print(f"[yellow]note[/yellow]: no rows for {', '.join(empty)}")
+    return out

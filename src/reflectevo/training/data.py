@@ -1,0 +1,148 @@
+"""Curated training data: find each setting's dataset, validate every row, hand TRL only its columns.
+
+Everything here runs before a model loads, so a wrong folder, an empty file, a D+- file given to SFT or
+a missing column fails in a second with the file and line, not after minutes of model loading.
+The curated layout (written by `reflectevo curate`): CURATED/<dataset>/{train,validation}.{jsonl,parquet}.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterator
+
+from reflectevo.errors import InputError
+from reflectevo.records import read_jsonl
+from reflectevo.training.config import STAGES
+
+#: the columns TRL reads, per trainer kind; provenance columns (task, episode_id, ...) are dropped
+COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
+KIND_NAMES = {"sft": "prompt/completion rows (SFT, settings I-II)",
+              "dpo": "prompt/chosen/rejected pairs (DPO, settings III-IV)"}
+ROLES = {"system", "user", "assistant"}
+
+
+@dataclass
+class StageData:
+    """One dataset a stage trains on, validated, with TRL columns only."""
+
+    name: str  # curated sub-folder name, e.g. "sft_one_stage"
+    folder: Path
+    kind: str  # "sft" | "dpo"
+    train: list[dict] = field(default_factory=list)
+    validation: list[dict] = field(default_factory=list)
+    tasks: Counter = field(default_factory=Counter)
+    files: dict[str, str] = field(default_factory=dict)  # file -> sha256, for the model card
+
+    def datasets(self):
+        from datasets import Dataset
+
+        train = Dataset.from_list(self.train)
+        return train, (Dataset.from_list(self.validation) if self.validation else None)
+
+
+def _rows(folder: Path, split: str) -> tuple[Path, Iterator[tuple[str, dict[str, Any]]]] | None:
+    """(file, iterator of (location, row)) for a split, JSONL preferred over its Parquet twin."""
+    jsonl, parquet = folder / f"{split}.jsonl", folder / f"{split}.parquet"
+    if jsonl.is_file():
+        return jsonl, ((f"{jsonl}:{n}", row) for n, row in read_jsonl(jsonl))
+    if parquet.is_file():
+        import pyarrow.parquet as pq
+
+        try:
+            table = pq.read_table(parquet)
+        except Exception as exc:  # pyarrow raises several unrelated types for unreadable files
+            raise InputError(f"{parquet}: cannot read Parquet ({exc})") from exc
+        return parquet, ((f"{parquet}: row {i + 1}", row) for i, row in enumerate(table.to_pylist()))
+    return None
+
+
+def _check_messages(where: str, column: str, value: Any, assistant_reply: bool) -> None:
+    if not isinstance(value, list) or not value:
+        raise InputError(f"{where}: column {column!r} must be a non-empty list of chat messages")
+    for i, message in enumerate(value):
+        if not isinstance(message, dict) or message.get("role") not in ROLES \
+                or not isinstance(message.get("content"), str):
+            raise InputError(f"{where}: {column}[{i}] must be {{'role': system|user|assistant, 'content': str}}")
+    if assistant_reply:
+        if len(value) != 1 or value[0]["role"] != "assistant" or not value[0]["content"].strip():
+            raise InputError(f"{where}: column {column!r} must be one non-empty assistant message")
+    elif value[-1]["role"] != "user":
+        raise InputError(f"{where}: the prompt must end with a user message (it ends with "
+                         f"{value[-1]['role']!r})")
+
+
+def validate_row(where: str, row: dict, kind: str, setting: str) -> dict:
+    """The row's TRL columns, or an InputError that says what is wrong and where."""
+    other = "dpo" if kind == "sft" else "sft"
+    needed = COLUMNS[kind]
+    if all(c in row for c in COLUMNS[other]) and not all(c in row for c in needed):
+        raise InputError(f"{where}: this is a dataset of {KIND_NAMES[other]}, but setting {setting} trains on "
+                         f"{KIND_NAMES[kind]}; give the curated folder that holds "
+                         f"{', '.join(d for _, d, _ in STAGES[setting])}/")
+    missing = [c for c in needed if c not in row]
+    if missing:
+        raise InputError(f"{where}: missing column {missing[0]!r} (setting {setting} needs {', '.join(needed)})")
+    for column in needed:
+        _check_messages(where, column, row[column], assistant_reply=column != "prompt")
+    return {c: [{"role": m["role"], "content": m["content"]} for m in row[c]] for c in needed}
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def load_stage(folder: Path, kind: str, setting: str) -> StageData:
+    data = StageData(name=folder.name, folder=folder, kind=kind)
+    for split in ("train", "validation"):
+        found = _rows(folder, split)
+        if found is None:
+            if split == "train":
+                raise InputError(f"{folder}: no train.jsonl or train.parquet (expected a curated dataset folder)")
+            continue
+        path, rows = found
+        target = data.train if split == "train" else data.validation
+        for where, row in rows:
+            target.append(validate_row(where, row, kind, setting))
+            if split == "train":
+                data.tasks[str(row.get("task", "unknown"))] += 1
+        data.files[str(path)] = _sha256(path)
+    if not data.train:
+        raise InputError(f"{next(iter(data.files))}: no rows; setting {setting} needs at least one training row")
+    return data
+
+
+def is_dataset_folder(folder: Path) -> bool:
+    return (folder / "train.jsonl").is_file() or (folder / "train.parquet").is_file()
+
+
+def load_setting(data_dir: str | Path, setting: str) -> list[tuple[str, StageData]]:
+    """(stage name, data) for each model the setting trains, in training order.
+
+    `data_dir` is the curated folder; a single-model setting also accepts the dataset sub-folder itself.
+    """
+    root = Path(data_dir).expanduser()
+    if not root.is_dir():
+        raise InputError(f"curated folder {root} does not exist (make one with `reflectevo curate`)")
+    stages = STAGES[setting]
+    if is_dataset_folder(root):
+        if len(stages) > 1:
+            raise InputError(f"{root} is one dataset, but setting {setting} trains two models: give the curated "
+                             f"folder that holds {' and '.join(d + '/' for _, d, _ in stages)}")
+        stage, _, kind = stages[0]
+        return [(stage, load_stage(root, kind, setting))]
+    loaded = []
+    for stage, dataset, kind in stages:
+        folder = root / dataset
+        if not folder.is_dir():
+            present = sorted(p.name for p in root.iterdir() if p.is_dir() and is_dataset_folder(p))
+            raise InputError(f"{root} has no {dataset}/ (setting {setting} trains on it); "
+                             f"datasets found: {', '.join(present) or 'none'}")
+        loaded.append((stage, load_stage(folder, kind, setting)))
+    return loaded

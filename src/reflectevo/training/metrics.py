@@ -1,0 +1,89 @@
+"""Training logs a person can read: metrics.jsonl (every Trainer log), a progress bar, a loss-curve PNG."""
+
+from __future__ import annotations
+
+import json
+from contextlib import ExitStack
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+from reflectevo.progress import progress_bar
+from reflectevo.runs import write_atomic
+
+METRICS = "metrics.jsonl"
+
+
+def read_metrics(stage_dir: Path) -> list[dict]:
+    path = Path(stage_dir) / METRICS
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+class MetricsLog(TrainerCallback):
+    """Append each Trainer log (loss, eval loss, DPO rewards/margins, ...) to metrics.jsonl; show progress."""
+
+    def __init__(self, stage_dir: Path, label: str):
+        self.path = Path(stage_dir) / METRICS
+        self.label = label
+        self._bar = ExitStack()
+        self._advance = None
+        self._shown = 0
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        if not state.is_world_process_zero:
+            return
+        # After a resume, drop lines logged past the checkpoint by the interrupted run: no duplicates.
+        kept = [m for m in read_metrics(self.path.parent) if m.get("step", 0) <= state.global_step]
+        write_atomic(self.path, "".join(json.dumps(m) + "\n" for m in kept))
+        self._advance = self._bar.enter_context(progress_bar(self.label, state.max_steps, "steps"))
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self._advance is not None:
+            self._advance(state.global_step - self._shown)
+            self._shown = state.global_step
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or not logs:
+            return
+        with self.path.open("a", encoding="utf-8") as handle:
+            handle.write(json.dumps({"step": state.global_step, "epoch": state.epoch, **logs}) + "\n")
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self._bar.close()
+        self._advance = None
+
+
+def plot_losses(stage_dir: Path, title: str) -> Path | None:
+    """loss.png: training and evaluation loss per step, and DPO reward margins when there are any."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = read_metrics(stage_dir)
+    train = [(m["step"], m["loss"]) for m in metrics if "loss" in m]
+    evals = [(m["step"], m["eval_loss"]) for m in metrics if "eval_loss" in m]
+    margins = [(m["step"], m["rewards/margins"]) for m in metrics if "rewards/margins" in m]
+    if not train and not evals:
+        return None
+    panels = 2 if margins else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), squeeze=False)
+    ax = axes[0][0]
+    if train:
+        ax.plot(*zip(*train), marker=".", label="train loss")
+    if evals:
+        ax.plot(*zip(*evals), marker="o", linestyle="--", label="eval loss")
+    ax.set(xlabel="optimiser step", ylabel="loss", title=title)
+    ax.legend()
+    if margins:
+        axes[0][1].plot(*zip(*margins), marker=".", color="tab:green")
+        axes[0][1].axhline(0, color="grey", linewidth=0.5)
+        axes[0][1].set(xlabel="optimiser step", ylabel="reward margin (chosen - rejected)",
+                       title="DPO reward margins")
+    fig.tight_layout()
+    out = Path(stage_dir) / "loss.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out

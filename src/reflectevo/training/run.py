@@ -1,0 +1,129 @@
+"""The training stage: validate data -> for each model of the setting: train (or resume) -> save -> card.
+
+Layout of OUT (setting II has one such folder per stage, OUT/stage1 and OUT/stage2):
+    adapter/          LoRA adapter (adapter_config.json names a base that `models.resolve` finds)
+    model/            full HF model folder (LoRA merged in): load it with any backend by path
+    checkpoints/      Trainer checkpoints (resume with --resume) and trainer_state.json
+    metrics.jsonl     every logged value: loss, eval_loss, DPO rewards/margins and accuracies, ...
+    loss.png          the loss curve (and DPO reward margins)
+    final_metrics.json, README.md (the model card)
+"""
+
+from __future__ import annotations
+
+import json
+from contextlib import nullcontext
+from pathlib import Path
+
+from reflectevo.errors import InputError
+from reflectevo.progress import console
+from reflectevo.runs import RunDir, write_json
+from reflectevo.training import chat
+from reflectevo.training.common import base_name, is_main_process, load_model, load_tokenizer, resolve_base
+from reflectevo.training.config import TrainConfig
+from reflectevo.training.data import StageData, load_setting
+from reflectevo.training.export import merge_adapter, model_card, save_adapter, save_full, write_card
+from reflectevo.training.metrics import MetricsLog, plot_losses
+
+FINAL = "final_metrics.json"  # written last: its presence means the stage finished
+OUTPUTS = ("checkpoints", "adapter", "model", FINAL)
+
+
+def plan(cfg: TrainConfig) -> list[tuple[str, StageData, Path]]:
+    """(stage, data, folder) per model to train; every input check happens here, before a model loads."""
+    stages = load_setting(cfg.data, cfg.setting)
+    resolve_base(cfg)
+    out = Path(cfg.out).expanduser()
+    folders = [(stage, data, out / stage if len(stages) > 1 else out) for stage, data in stages]
+    if not cfg.resume:
+        for _, _, folder in folders:
+            found = [name for name in OUTPUTS if (folder / name).exists()]
+            if found:
+                raise InputError(f"{folder} already holds a training run ({', '.join(found)}); pass --resume to "
+                                 f"continue it, or choose another --out")
+    return folders
+
+
+def _last_logged(history: list[dict], key: str):
+    return next((entry[key] for entry in reversed(history) if key in entry), None)
+
+
+def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> dict:
+    from datasets import Dataset
+    from transformers.trainer_utils import get_last_checkpoint
+
+    from reflectevo.training import dpo, sft
+
+    ref = resolve_base(cfg)
+    tokenizer = load_tokenizer(ref)
+    train_rows, dropped = chat.fits(tokenizer, data.train, cfg.max_length)
+    eval_rows, _ = chat.fits(tokenizer, data.validation, cfg.max_length)
+    if not train_rows:
+        raise InputError(f"{data.folder}: every prompt is longer than max_length={cfg.max_length} tokens; "
+                         f"raise --max-length")
+    if dropped:
+        console.print(f"[yellow]{data.name}: {dropped} of {len(data.train)} rows dropped: prompt longer than "
+                      f"max_length={cfg.max_length} tokens[/yellow]")
+    model = load_model(ref)
+    build = sft.build_trainer if data.kind == "sft" else dpo.build_trainer
+    trainer = build(cfg, model, tokenizer, Dataset.from_list(train_rows),
+                    Dataset.from_list(eval_rows) if eval_rows else None, folder,
+                    [MetricsLog(folder, f"setting {cfg.setting} {data.kind.upper()}"
+                                        f"{' ' + stage if stage != 'model' else ''}")])
+    chat.check_rendering(trainer.train_dataset, train_rows, tokenizer, cfg.max_length)
+
+    checkpoints = folder / "checkpoints"
+    last = get_last_checkpoint(str(checkpoints)) if cfg.resume and checkpoints.is_dir() else None
+    if last:
+        console.print(f"resuming {folder} from {last}")
+    result = trainer.train(resume_from_checkpoint=last)
+    trainer.save_state()
+    history = trainer.state.log_history
+    final = {"steps": result.global_step, "train_rows": len(train_rows), "train_loss": result.training_loss,
+             "last_loss": _last_logged(history, "loss")}
+    if data.kind == "dpo":
+        final.update({k: _last_logged(history, k) for k in ("rewards/margins", "rewards/accuracies")})
+    if eval_rows:
+        final.update({k: v for k, v in trainer.evaluate().items()
+                      if k in ("eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")})
+        final["eval_rows"] = len(eval_rows)
+
+    if cfg.full:
+        save_full(trainer, folder / "model")
+    else:
+        save_adapter(trainer, folder / "adapter", base_name(cfg))
+    if is_main_process():
+        if not cfg.full and cfg.merge:
+            del trainer, model  # free the training copy before loading the one to merge
+            merge_adapter(folder / "adapter", folder / "model", tokenizer)
+        write_card(model_card(cfg, stage, data, final, dropped), folder, folder / "adapter", folder / "model")
+        plot_losses(folder, f"setting {cfg.setting} {stage if stage != 'model' else ''} ({cfg.method})")
+        write_json(folder / FINAL, final)
+    return final
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Train every model of the setting into `cfg.out`; returns the output folder."""
+    folders = plan(cfg)
+    out = Path(cfg.out).expanduser()
+    main = is_main_process()
+    with (RunDir(out) if main else nullcontext()) as run:
+        if main:
+            run.write_config({"train": cfg.model_dump()})
+        results = {}
+        for stage, data, folder in folders:
+            if cfg.resume and (folder / FINAL).is_file():
+                console.print(f"{folder}: already trained, skipped")
+                results[stage] = json.loads((folder / FINAL).read_text())
+                continue
+            results[stage] = train_stage(cfg, stage, data, folder)
+        if main:
+            run.write_manifest("train", cfg.model_dump(), results=results,
+                               outputs=[str(f.relative_to(out) if f != out else ".") for _, _, f in folders])
+            run.log(f"train setting {cfg.setting} ({cfg.method}): {results}")
+    for stage, metrics in results.items():
+        where = out / stage if len(folders) > 1 else out
+        console.print(f"[green]trained[/green] {where}/model"
+                      f"{'' if cfg.full else ' and ' + str(where) + '/adapter'}: "
+                      f"{', '.join(f'{k}={v:.4g}' for k, v in metrics.items() if isinstance(v, float))}")
+    return out
