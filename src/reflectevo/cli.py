@@ -52,6 +52,7 @@ def generate(
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="run directory to write episodes.jsonl into"),
     reflector: Optional[str] = typer.Option(None, help="model that writes reflections [the generator]"),
     engine: Optional[str] = typer.Option(None, help="backend engine: auto, hf, llamacpp, openai, vllm"),
+    base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server(s), comma-separated: http://HOST:PORT/v1 (engine openai)"),
     split: Optional[str] = typer.Option(None, help="task split [the task's default]"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N problems only"),
     data: Optional[str] = typer.Option(None, help="data file for tasks that are not bundled"),
@@ -70,8 +71,8 @@ def generate(
     from reflectevo.config import GenerateConfig, build
     from reflectevo.stages.generate import generate as run
 
-    given = dict(task=task, model=model, out=out_dir, reflector=reflector, engine=engine, split=split,
-                 limit=limit, data=data, few_shot=few_shot, num_instructions=num_instructions,
+    given = dict(task=task, model=model, out=out_dir, reflector=reflector, engine=engine, base_url=base_url,
+                 split=split, limit=limit, data=data, few_shot=few_shot, num_instructions=num_instructions,
                  samples=samples, max_tokens=max_tokens, reflection_max_tokens=reflection_max_tokens,
                  seed=seed, batch_size=batch_size, cache=cache,
                  instructions=instructions.split(",") if instructions else None)

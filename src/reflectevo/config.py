@@ -24,6 +24,7 @@ class GenerateConfig(StageConfig):
     model: str = DEFAULT_MODEL
     reflector: str | None = Field(None, description="model that writes reflections (default: the generator)")
     engine: str = "auto"
+    base_url: str | None = Field(None, description="OpenAI-compatible server URL(s), comma-separated (engine openai)")
     split: str | None = None
     limit: int | None = Field(None, ge=1)
     data: str | None = None

@@ -41,14 +41,16 @@ def attempt_trial(task: Task, problems: list[Problem], prompts: list, gen: Gener
     """Generate one answer per prompt and judge it against its problem."""
     with progress_bar(label, len(prompts), "prompts") as advance:
         outputs = gen.generate(prompts, params, on_progress=advance)
-    attempts = []
+    responses = [completion.text for (completion,) in outputs]
+    # Code verdicts wait on sandbox processes, so judge them concurrently; other verifiers are quick
+    # (and math-verify's timeouts need the main thread).
+    workers = 2 if task.answer_type == "code" else 1
     with progress_bar(f"{label}: verify", len(prompts), "answers") as advance:
-        for problem, messages, (completion,) in zip(problems, prompts, outputs):
-            attempts.append(Attempt(messages=messages, response=completion.text, model=gen.model_id,
-                                    sampling=params.record(), seed=params.seed,
-                                    verdict=task.verify(problem, completion.text)))
-            advance(1)
-    return attempts
+        verdicts = task.verify_many(problems, responses, workers=workers)
+        advance(len(verdicts))
+    return [Attempt(messages=messages, response=response, model=gen.model_id, sampling=params.record(),
+                    seed=params.seed, verdict=verdict)
+            for messages, response, verdict in zip(prompts, responses, verdicts)]
 
 
 def run_trial1(task: Task, problems: list[Problem], gen: Generator, cfg: GenerateConfig) -> list[Episode]:
@@ -111,10 +113,13 @@ def summarize(episodes: list[Episode]) -> dict:
 
 def open_models(cfg: GenerateConfig) -> tuple[Models, GenerationCache | None]:
     cache = None if cfg.no_cache else GenerationCache(cfg.cache)
-    generator = Generator(load_backend(cfg.model, cfg.engine, batch_size=cfg.batch_size), cache)
+    # --base-url means an OpenAI-compatible server: engine "openai" unless another engine was named.
+    engine = "openai" if cfg.base_url and cfg.engine == "auto" else cfg.engine
+    options = {"batch_size": cfg.batch_size, **({"base_url": cfg.base_url} if cfg.base_url else {})}
+    generator = Generator(load_backend(cfg.model, engine, **options), cache)
     reflector = generator
     if cfg.reflector and cfg.reflector != cfg.model:
-        reflector = Generator(load_backend(cfg.reflector, cfg.engine, batch_size=cfg.batch_size), cache)
+        reflector = Generator(load_backend(cfg.reflector, engine, **options), cache)
     return Models(generator, reflector), cache
 
 

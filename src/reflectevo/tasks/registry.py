@@ -24,13 +24,18 @@ def register_task(name: str, description: str = "") -> Callable:
 
 def get_task(name: str, **options) -> Task:
     _load_builtin()
+    if name.startswith("gym:"):
+        from reflectevo.tasks.gym import GymTask
+
+        return GymTask(name[4:], **options)
     if name not in _REGISTRY:
         if name.endswith((".yaml", ".yml")):
             from reflectevo.tasks.yaml_task import load_yaml_task
 
             return load_yaml_task(name, **options)
         known = ", ".join(sorted(_REGISTRY))
-        raise InputError(f"unknown task {name!r}; known tasks: {known} (or a path to a task .yaml file)")
+        raise InputError(f"unknown task {name!r}; known tasks: {known}, gym:<reasoning-gym dataset>, "
+                         f"or a path to a task .yaml file")
     return _REGISTRY[name](**options)
 
 
@@ -42,3 +47,8 @@ def list_tasks() -> dict[str, str]:
 def _load_builtin() -> None:
     # Importing the modules runs their @register_task decorators.
     import reflectevo.tasks.builtin  # noqa: F401
+    from reflectevo.tasks import gym
+
+    _REGISTRY.setdefault("arith", gym.arith)
+    _DESCRIPTIONS.setdefault("arith", "sums of 2-3 small numbers from reasoning-gym chain_sum; exact scorer "
+                                      "(needs the `gym` extra); the quickstart's task")

@@ -1,0 +1,93 @@
+"""Procedurally generated tasks from reasoning-gym (Apache-2.0, an extra): `gym:<dataset>`.
+
+Generated offline from a seed, each with its own exact scorer, and with a difficulty knob: the right
+kind of task to show a 135M model learning (most public benchmarks are far above its level).
+`arith` is a preset: short sums of small numbers.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from reflectevo.errors import InputError
+from reflectevo.records import Problem, Verdict
+from reflectevo.tasks.base import Task
+
+# Different seeds per split, and test questions are removed from train: held-out really means held out.
+SPLIT_SEEDS = {"train": 1, "test": 2}
+SPLIT_SIZES = {"train": 2000, "test": 500}
+
+_ANSWER = re.compile(r"answer\s*(?:is)?\s*[:=]?\s*\**\s*(.+)", re.IGNORECASE)
+
+
+class GymTask(Task):
+    answer_type = "gym"
+    splits = ("train", "test")
+    instruction = "Solve the problem. Think step by step."
+    answer_format = 'End your response with "The answer is: X".'
+
+    def __init__(self, dataset: str, data_path=None, few_shot: int = 0, name: str | None = None,
+                 sizes: dict | None = None, **options):
+        super().__init__(data_path, few_shot)
+        try:
+            import reasoning_gym  # noqa: F401
+        except ModuleNotFoundError:
+            raise InputError(f"task 'gym:{dataset}' needs reasoning-gym: pip install 'reflectevo[gym]'") from None
+        self.dataset = dataset
+        self.options = options
+        self.sizes = {**SPLIT_SIZES, **(sizes or {})}
+        self.name = name or f"gym:{dataset}"
+        self.description = f"reasoning-gym {dataset} {options or ''}".strip()
+
+    def _generate(self, split: str):
+        import reasoning_gym
+
+        try:
+            return reasoning_gym.create_dataset(self.dataset, size=self.sizes[split], seed=SPLIT_SEEDS[split],
+                                                **self.options)
+        except (KeyError, ValueError, TypeError, AssertionError) as exc:
+            raise InputError(f"task {self.name!r}: reasoning-gym cannot build {self.dataset!r} "
+                             f"with {self.options}: {exc}") from exc
+
+    def load(self, split: str) -> list[Problem]:
+        if split not in self.splits:
+            raise InputError(f"task {self.name!r} has no split {split!r}; splits: train, test")
+        test_questions = {e["question"] for e in self._generate("test")} if split == "train" else set()
+        problems, seen = [], set()
+        for entry in self._generate(split):
+            if entry["question"] in test_questions or entry["question"] in seen:
+                continue
+            seen.add(entry["question"])
+            problems.append(Problem(id=f"{self.name}/{split}/{len(problems)}", task=self.name, split=split,
+                                    question=entry["question"], gold=str(entry["answer"]),
+                                    meta={"entry": json.loads(json.dumps(entry, default=str))}))
+        return problems
+
+    def verify(self, problem: Problem, response: str) -> Verdict:
+        matches = _ANSWER.findall(response)
+        lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
+        if not matches and not lines:
+            return Verdict(correct=False, extracted=None, extraction_failed=True)
+        extracted = (matches[-1] if matches else lines[-1]).strip().rstrip(".").strip("*$ ")
+        score = self._scorer().score_answer(answer=extracted, entry=problem.meta["entry"])
+        correct = score >= 1.0
+        return Verdict(correct=correct, extracted=extracted, feedback="correct" if correct else "incorrect",
+                       details={"score": score})
+
+    def _scorer(self):
+        if not hasattr(self, "_dataset_for_scoring"):
+            import reasoning_gym
+
+            self._dataset_for_scoring = reasoning_gym.create_dataset(self.dataset, size=1, seed=0, **self.options)
+        return self._dataset_for_scoring
+
+    def describe(self) -> dict:
+        return {**super().describe(), "dataset": self.dataset, "options": self.options,
+                "seeds": SPLIT_SEEDS, "sizes": self.sizes}
+
+
+def arith(data_path=None, few_shot: int = 0) -> GymTask:
+    """Sums and differences of two or three small numbers: within reach of a 135M model, not trivial."""
+    return GymTask("chain_sum", data_path, few_shot, name="arith", min_terms=2, max_terms=3, min_digits=1,
+                   max_digits=2)
