@@ -103,7 +103,7 @@ def test_judge_model_orders_pairs_and_keeps_its_verdicts(default_backend, tmp_pa
 
     ep = episode(reflections=[(OTHER, True, "a"), (GOOD, True, "b")])
     judge = Generator(default_backend, GenerationCache(tmp_path / "judge.sqlite"))
-    sets, counts = curate_episodes([ep], cfg(validation=0, judge_max_tokens=24), judge=judge)
+    sets, counts = curate_episodes([ep], cfg(validation=0, judge_max_tokens=12), judge=judge)
     (pair,) = sets["dpo_preference"]["train"]
     verdict = json.loads(pair["judge"])
     assert verdict["judge_model"] == default_backend.model_id
@@ -256,13 +256,13 @@ def test_bad_input_is_one_line_and_keeps_previous_outputs(tmp_path):
 
 @pytest.fixture(scope="session")
 def real_run(tmp_path_factory):
-    """A real generation run: SmolLM2-135M on 3 GSM8K problems, tiny token limits."""
+    """A real generation run: SmolLM2-135M on 2 GSM8K problems, 2 reflections per failure, tiny limits."""
     from reflectevo.config import GenerateConfig
     from reflectevo.stages.generate import generate
 
     out = tmp_path_factory.mktemp("real_run")
-    generate(GenerateConfig(task="gsm8k", split="train", limit=3, out=str(out), engine="hf",
-                            max_tokens=24, reflection_max_tokens=24, num_instructions=2, samples=1,
+    generate(GenerateConfig(task="gsm8k", split="train", limit=2, out=str(out), engine="hf",
+                            max_tokens=12, reflection_max_tokens=12, num_instructions=1, samples=2,
                             cache=str(out / "cache.sqlite")))
     return out
 
@@ -296,3 +296,16 @@ def test_curate_real_episodes(real_run, tmp_path):
         assert json.loads((tmp_path / "cur" / "curation.json").read_text())["reflections"] == counts["reflections"]
     else:
         assert result.exit_code == 2 and "produced no rows" in result.output
+
+
+@pytest.mark.slow
+def test_cli_judge_loads_any_model_through_a_backend(tmp_path):
+    run = write_run(tmp_path / "run", [episode(reflections=[(OTHER, True, "a"), (GOOD, True, "b")])])
+    result = CliRunner().invoke(app, ["curate", str(run), "--validation", "0", "--judge", "smollm2-135m",
+                                      "--judge-engine", "hf", "--cache", str(tmp_path / "c.sqlite")])
+    assert result.exit_code == 0, result.output
+    (pair,) = load_curated(run / "curated" / "dpo_preference")["train"]
+    verdict = json.loads(pair["judge"])
+    assert verdict["judge_model"].startswith("smollm2-135m@") and len(verdict["replies"]) == 2
+    summary = json.loads((run / "curated" / "curation.json").read_text())["judge"]
+    assert summary["judge"] == verdict["judge_model"] and summary["ordered"] == 1

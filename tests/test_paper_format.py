@@ -161,3 +161,21 @@ def test_bad_paper_files(tmp_path, examples):
     result = CliRunner().invoke(app, ["import", str(broken), "--out", str(tmp_path / "run")])
     assert result.exit_code == 2 and "broken.jsonl:6" in result.output
     assert not (tmp_path / "run" / "episodes.jsonl").exists()
+
+
+def test_imported_rows_repeat_the_paper_answer_format(examples):
+    from reflectevo.formats.paper import PAPER_ANSWER_FORMAT
+    from reflectevo.stages.curate import curate_episodes
+
+    episodes = import_episodes(examples / "example_D+.jsonl", task="logiqa")
+    sets, _ = curate_episodes(episodes, CurateConfig(source="unused", validation=0))
+    for row in sets["sft_one_stage"]["train"]:
+        assert row["prompt"][-1]["content"].endswith(PAPER_ANSWER_FORMAT)
+        assert "Finish[" in row["completion"][0]["content"]
+
+
+def test_raw_trial_without_reasoning_names_the_trial(tmp_path):
+    path = tmp_path / "raw.jsonl"
+    path.write_text(json.dumps({"question": "q", "answer": "a", "output": [{"trial": 1}]}) + "\n")
+    with pytest.raises(InputError, match=r"raw.jsonl:1: output\[0\] needs a 'reasoning'"):
+        read_paper_raw(path)

@@ -73,7 +73,7 @@ def test_stats_cli_on_a_run_and_its_curated_sets(tmp_path):
 
 @pytest.mark.parametrize("content, message", [
     ('{"x": 1}\n', ":1: not an episode, a curated row or a paper record"),
-    ('{"x": 1\n', ":1: malformed JSON"),
+    ('{"x": 1\n', ":2: malformed JSON"),
     ("", "empty file"),
 ])
 def test_stats_bad_input(tmp_path, content, message):

@@ -307,6 +307,51 @@ def report(
     out.print(f"wrote {html_path} and {md_path}")
 
 
+@app.command()
+@user_errors
+def evolve(
+    task: Optional[str] = typer.Option(None, "--task", "-t", help="task name or task .yaml"),
+    out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="loop directory (iter_k/ folders inside)"),
+    model: Optional[str] = typer.Option(None, "--model", "-m", help="starting model [smollm2-135m]"),
+    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="reflection learning setting I, II, III or IV [I]"),
+    iterations: Optional[int] = typer.Option(None, help="most iterations [2]"),
+    patience: Optional[int] = typer.Option(None, help="stop after N iterations without improvement [1]"),
+    train_limit: Optional[int] = typer.Option(None, help="train problems per iteration [all]"),
+    test_limit: Optional[int] = typer.Option(None, help="held-out test problems [all]"),
+    data: Optional[str] = typer.Option(None, help="data file for tasks that are not bundled"),
+    config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file describing the loop (`evolve:` section)"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit"),
+):
+    """The self-evolution loop: generate -> curate -> train -> evaluate, until the score plateaus."""
+    from reflectevo.config import build
+    from reflectevo.stages.evolve import EvolveConfig, evolve as run
+
+    given = dict(task=task, out=out_dir, model=model, setting=setting, iterations=iterations, patience=patience,
+                 train_limit=train_limit, test_limit=test_limit, data=data)
+    values = _settings(config, "evolve", given)
+    for required in ("task", "out"):
+        if required not in values:
+            raise ReflectEvoError(f"missing --{required} (or `{required}:` in the config file)")
+    run(build(EvolveConfig, values, str(config or "command line")), dry_run=dry_run)
+
+
+@app.command()
+@user_errors
+def quickstart(
+    out_dir: str = typer.Option("runs/quickstart", "--out", "-o", help="loop directory"),
+    dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit"),
+):
+    """The whole loop on the embedded default model and a small built-in sample (minutes on a laptop CPU)."""
+    from importlib import resources
+
+    from reflectevo.config import build, load_yaml
+    from reflectevo.stages.evolve import EvolveConfig, evolve as run
+
+    preset = Path(str(resources.files("reflectevo") / "configs" / "quickstart.yaml"))
+    values = {**load_yaml(preset, "evolve"), "out": out_dir}
+    run(build(EvolveConfig, values, str(preset)), dry_run=dry_run)
+
+
 def main() -> None:
     app()
 

@@ -50,10 +50,13 @@ def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
     except OSError as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{path}: not UTF-8 text ({exc.reason})") from exc
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{where}: invalid YAML ({getattr(exc, 'problem', exc)})") from exc
+        reason = getattr(exc, "problem", None) or " ".join(str(exc).split())  # one line, even for a ReaderError
+        raise InputError(f"{path}{where}: invalid YAML ({reason})") from exc
     if not isinstance(data, dict):
         raise InputError(f"{path}: expected a mapping of settings at the top level")
     if section is not None and section in data:

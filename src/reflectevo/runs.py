@@ -73,7 +73,14 @@ class RunDir:
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
+        self._remove_stale_temporaries()
         return self
+
+    def _remove_stale_temporaries(self) -> None:
+        """Half-written files of a writer killed inside write_atomic (we hold the lock: no writer is active)."""
+        for tmp in self.path.rglob(".*.tmp"):
+            if tmp.is_file() and tmp.name.count(".") >= 3:  # write_atomic's ".<name>.<random>.tmp"
+                tmp.unlink(missing_ok=True)
 
     def __exit__(self, *exc) -> None:
         if self._lock_fd is not None:

@@ -6,9 +6,12 @@ release the GIL). One thread per instance also avoids llama.cpp's OpenMP spin-ba
 when the cores are shared with other processes (measured: 2 threads on a loaded 2-core machine fell
 to ~1 token/s, 1 thread kept ~20).
 
-Prefix reuse: each instance keeps its KV cache and re-evaluates only the tokens after the longest
-common prefix with its previous prompt, and an optional RAM prompt cache keeps the states of earlier
-prompts, so reflection / trial-2 prompts (trial-1 conversation + a new user turn) skip the shared part.
+Prefix reuse: the n samples of a prompt share its evaluated prompt (only the last token is re-run).
+Across prompts, llama-cpp-python can also reuse the longest common prefix with the instance's previous
+prompt (`prefix_reuse=True`), but then a sampled completion depends on which prompt the instance ran
+before (measured: same prompt and seed, different text), and which instance runs what depends on
+timing. Reproducible runs matter more here, so each new prompt starts from a clean state by default;
+benchmarks/prefix_cache.py measures what the reuse would save.
 
 Run as `python -m reflectevo.backends.llamacpp --model X.gguf --port N` to start llama-cpp-python's
 OpenAI-compatible server with the same load-time settings (see `_safe_model_params`).
@@ -58,7 +61,7 @@ def _safe_model_params() -> None:
 
 class LlamaCppBackend(Backend):
     def __init__(self, ref: ModelRef, instances: int = 2, threads: int = 1, n_ctx: int = 4096,
-                 batch_size: int | None = None, prompt_cache_mb: int = 256, **_ignored):
+                 batch_size: int | None = None, prefix_reuse: bool = False, **_ignored):
         try:
             import llama_cpp
             from llama_cpp.llama_chat_format import Jinja2ChatFormatter
@@ -79,9 +82,7 @@ class LlamaCppBackend(Backend):
             self._llms = [llama_cpp.Llama(self._path, **self._settings) for _ in range(max(1, instances))]
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"cannot load {self._path} with llama.cpp: {exc}") from exc
-        if prompt_cache_mb > 0:
-            for llm in self._llms:
-                llm.set_cache(llama_cpp.LlamaRAMCache(capacity_bytes=prompt_cache_mb << 20))
+        self.prefix_reuse = prefix_reuse
         self._idle: queue.Queue = queue.Queue()
         for llm in self._llms:
             self._idle.put(llm)
@@ -109,6 +110,8 @@ class LlamaCppBackend(Backend):
         llm = self._idle.get()
         try:
             prompt = self._tokens(llm, self.render(messages))
+            if not self.prefix_reuse:
+                llm.reset()  # a clean state: the text depends only on (prompt, seed, sample index)
             # Greedy decoding gives the same text for every sample: compute it once.
             runs = params.n if params.temperature > 0 else 1
             outs = []

@@ -130,11 +130,16 @@ class OpenAIBackend(Backend):
             try:
                 response = await self._client.request(method, target + path, json=body)
                 if response.status_code < 400:
-                    return response.json()
-                problem = f"HTTP {response.status_code}: {response.text[:200].strip()}"
-                if response.status_code not in RETRY_STATUS:
-                    raise BackendError(f"{target}{path}: {problem}")
-                retry_after = _seconds(response.headers.get("retry-after"))
+                    data = _json_or_none(response)
+                    if _well_formed(path, data):
+                        return data
+                    # A garbled answer (a proxy, an overloaded server) is retried like a 5xx.
+                    problem = f"malformed response: {response.text[:120].strip()!r}"
+                else:
+                    problem = f"HTTP {response.status_code}: {response.text[:200].strip()}"
+                    if response.status_code not in RETRY_STATUS:
+                        raise BackendError(f"{target}{path}: {problem}")
+                    retry_after = _seconds(response.headers.get("retry-after"))
             except (httpx.TimeoutException, httpx.TransportError) as exc:
                 problem = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
             finally:
@@ -191,6 +196,24 @@ class OpenAIBackend(Backend):
 
 async def _semaphore(limit: int) -> asyncio.Semaphore:
     return asyncio.Semaphore(max(1, limit))  # created on the backend's loop
+
+
+def _json_or_none(response):
+    try:
+        return response.json()
+    except ValueError:  # not JSON, or cut short
+        return None
+
+
+def _well_formed(path: str, data) -> bool:
+    """The fields this backend reads are there, with the right types."""
+    if not isinstance(data, dict):
+        return False
+    if path == "/models":
+        return isinstance(data.get("data"), list) and all(isinstance(e, dict) and "id" in e for e in data["data"])
+    choices = data.get("choices")
+    return (isinstance(choices, list) and bool(choices) and isinstance(data.get("usage") or {}, dict)
+            and all(isinstance(c, dict) and isinstance(c.get("message") or {}, dict) for c in choices))
 
 
 def _seconds(value: str | None) -> float | None:

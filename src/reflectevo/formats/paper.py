@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
+from pydantic import ValidationError
+
 from reflectevo.errors import InputError
 from reflectevo.prompts import correction_prompt, test_reflection_prompt
 from reflectevo.records import Attempt, Episode, Reflection, Sampling, Verdict
@@ -142,12 +144,15 @@ def raw_record(path: Path, line: int, obj: dict) -> PaperRawRecord:
     answer = str(_need(obj, "answer", path, line, (str, int, float)))
     trials = []
     for k, t in enumerate(obj["output"]):
-        if not isinstance(t, dict) or "reasoning" not in t or "is_correct" not in t:
-            raise InputError(f"{path}:{line}: output[{k}] needs fields 'reasoning' and 'is_correct'")
+        # Free-text files of the paper keep the text in `scratchpad` and may score by F1 alone.
+        if not isinstance(t, dict) or not ("reasoning" in t or "scratchpad" in t):
+            raise InputError(f"{path}:{line}: output[{k}] needs a 'reasoning' (or 'scratchpad') field")
         reflections = t.get("reflections") or []
+        if isinstance(reflections, str):
+            reflections = [reflections]
         trials.append(PaperTrial(trial=int(t.get("trial", 1 if k == 0 else 2)),
-                                 answer=str(t.get("generated_answer", "")), correct=bool(t["is_correct"]),
-                                 reasoning=str(t["reasoning"]),
+                                 answer=str(t.get("generated_answer", "")), correct=t.get("is_correct") is True,
+                                 reasoning=str(t.get("reasoning", t.get("scratchpad", ""))),
                                  reflection="\n".join(reflections) if reflections else None))
     if not trials or trials[0].trial != 1:
         raise InputError(f"{path}:{line}: the first entry of 'output' must be trial 1")
@@ -253,12 +258,13 @@ def import_episodes(path: str | Path, task: str | None = None, split: str = "pap
         if layout is None:
             raise InputError(f"{path}:{line}: not a ReflectEvo paper record (no 'output', "
                              f"'second_trial_reasoning' or 'reflection_chosen' field)")
-        if layout == "raw":
-            _import_raw(imp, path, line, obj)
-        elif layout == "d_plus":
-            _import_d_plus(imp, path, line, obj)
-        else:
-            _import_pair(imp, path, line, obj)
+        importer = _import_raw if layout == "raw" else _import_d_plus if layout == "d_plus" else _import_pair
+        try:
+            importer(imp, path, line, obj)
+        except ValidationError as exc:  # an optional field of the wrong type (e.g. a prompt that is not text)
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            raise InputError(f"{path}:{line}: cannot import this {layout} record: {where}: {first['msg']}") from exc
     if not count:
         raise InputError(f"{path}: no records")
     return list(imp.episodes.values())

@@ -174,24 +174,29 @@ def tables(stats: dict[str, Any]) -> list:
         return "-" if value is None else f"{value:.1%}" if isinstance(value, float) and value <= 1 else str(value)
 
     if stats["kind"] == "episodes":
-        tasks = Table("task", "problems", "trial1 ok", "failures", "reflections", "corrected", "failures fixed",
-                      *[f"{f} words" for f in LENGTH_FIELDS], title="samples per task")
+        tasks = Table("task", "problems", "trial 1 ok", "failures", "reflections", "corrected", "failures fixed",
+                      title="samples per task (corrected: share of reflections followed by a correct trial 2)")
+        lengths = Table("task", *LENGTH_FIELDS, title="mean lengths in words (characters)")
         for name, t in stats["tasks"].items():
             tasks.add_row(name, str(t["problems"]), str(t["trial1_correct"]), str(t["failures"]),
-                          str(t["reflections"]), fmt(t["corrected_share"]), str(t["failures_corrected"]),
-                          *[str(t["lengths"][f]["words"] or "-") for f in LENGTH_FIELDS])
+                          str(t["reflections"]), fmt(t["corrected_share"]), str(t["failures_corrected"]))
+            lengths.add_row(name, *[f"{t['lengths'][f]['words'] or '-'} ({t['lengths'][f]['chars'] or '-'})"
+                                    for f in LENGTH_FIELDS])
         inst = Table("instruction", "reflections", "corrected", "success rate", title="success per instruction")
         for name, i in stats["instructions"].items():
             inst.add_row(name, str(i["reflections"]), str(i["corrected"]), fmt(i["success_rate"]))
-        return [tasks, inst]
-    sets = Table("dataset", "rows", "splits", "problems", "tasks", "prompt words", "output words",
-                 title="curated sets")
+        return [tasks, lengths, inst]
+    sets = Table("dataset", "rows", "splits", "problems", "tasks", title="curated sets")
+    lengths = Table("dataset", "prompt", "output (completion / chosen)", "rejected",
+                    title="mean lengths in words")
     for name, d in stats["datasets"].items():
         output = d["lengths"].get("completion") or d["lengths"].get("chosen") or {}
         sets.add_row(name, str(d["rows"]), ", ".join(f"{k} {v}" for k, v in d["splits"].items()),
-                     str(d["problems"]), ", ".join(f"{k} {v}" for k, v in d["per_task"].items()),
-                     str(d["lengths"].get("prompt", {}).get("words") or "-"), str(output.get("words") or "-"))
-    return [sets]
+                     str(d["problems"]), ", ".join(f"{k} {v}" for k, v in d["per_task"].items()))
+        lengths.add_row(name, str(d["lengths"].get("prompt", {}).get("words") or "-"),
+                        str(output.get("words") or "-"),
+                        str(d["lengths"].get("rejected", {}).get("words") or "-"))
+    return [sets, lengths]
 
 
 def plot(stats: dict[str, Any], out: Path) -> list[Path]:

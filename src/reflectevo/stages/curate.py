@@ -31,7 +31,7 @@ from pydantic import Field
 
 from reflectevo.config import StageConfig
 from reflectevo.errors import InputError, ReflectEvoError
-from reflectevo.progress import console
+from reflectevo.progress import console, progress_bar
 from reflectevo.prompts import reflect_and_correct_prompt, test_reflection_prompt
 from reflectevo.records import EPISODE_SCHEMA, Episode, Reflection, read_episodes
 from reflectevo.runs import RunDir, write_atomic, write_json
@@ -83,25 +83,17 @@ def resolve_source(source: str | Path) -> tuple[Path, Path]:
 
 def load_source(path: Path, task: str | None = None) -> list[Episode]:
     """Episodes from our episodes JSONL, or imported from any of the paper's layouts."""
-    first = next(iter(_first_object(path)), None)
+    from reflectevo.formats.paper import detect_layout, import_episodes, read_json_objects
+
+    line, first = next(iter(read_json_objects(path)), (0, None))  # parses the first object only
     if first is None:
         raise InputError(f"{path}: empty file, no episodes to curate")
     if first.get("schema") == EPISODE_SCHEMA:
         return read_episodes(path)
-    from reflectevo.formats.paper import detect_layout, import_episodes
-
     if detect_layout(first) is None:
-        raise InputError(f"{path}:1: neither a reflectevo episode (schema {EPISODE_SCHEMA!r}) nor a "
+        raise InputError(f"{path}:{line}: neither a reflectevo episode (schema {EPISODE_SCHEMA!r}) nor a "
                          f"ReflectEvo paper record (fields: {', '.join(sorted(first)[:8])})")
     return import_episodes(path, task=task)
-
-
-def _first_object(path: Path):
-    from reflectevo.formats.paper import read_json_objects
-
-    for _, obj in read_json_objects(path):
-        yield obj
-        return
 
 
 # ------------------------------------------------------------------------------ per-task information
@@ -110,8 +102,9 @@ class TaskInfo:
     """What curation needs from a task: its answer format and a gold-answer leak check.
 
     Tasks are built without loading data (only class attributes and `verify` are used), so tasks that
-    need a user data path (e.g. logiqa) still work. An unknown task falls back to the answer format at
-    the end of the stored trial-2 prompt, and to a plain text leak check.
+    need a user data path (e.g. logiqa) still work. Imported episodes name their answer format in
+    meta["answer_format"]; an unknown task falls back to the answer format at the end of the stored
+    trial-2 prompt, and to a plain text leak check.
     """
 
     def __init__(self):
@@ -128,6 +121,8 @@ class TaskInfo:
         return self._tasks[name]
 
     def answer_format(self, ep: Episode) -> str:
+        if isinstance(ep.meta.get("answer_format"), str):  # imported records say which format they follow
+            return ep.meta["answer_format"]
         task = self.task(ep.task)
         if task is not None:
             return task.answer_format
@@ -413,7 +408,11 @@ def curate_episodes(episodes: list[Episode], cfg: CurateConfig,
         raise InputError("setting 'max_tokens' needs 'tokenizer' (a model preset or folder), "
                          "or use 'max_chars'")
     failed = [ep for ep in episodes if not ep.trial1.verdict.correct and ep.reflections]
-    filtered = [filter_reflections(ep, cfg, info, count_tokens) for ep in failed]
+    filtered = []
+    with progress_bar("curate: filter reflections", len(failed), "episodes") as advance:
+        for ep in failed:
+            filtered.append(filter_reflections(ep, cfg, info, count_tokens))
+            advance(1)
     rows: dict[str, list[dict]] = {name: [] for name in DATASETS}
     for f in filtered:
         if any(n in SFT_SETS for n in cfg.datasets) and f.positives:

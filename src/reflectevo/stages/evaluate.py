@@ -185,13 +185,16 @@ def open_roles(cfg: EvaluateConfig, cache: GenerationCache | None,
 
 
 def load_model(model: str, role: str, cfg: EvaluateConfig) -> Backend:
+    """Load one model; any failure becomes a one-line error naming the role and the model."""
+    option = f"--{role.replace('_', '-')}"
     try:
         return load_backend(model, cfg.engine, batch_size=cfg.batch_size)
-    except ReflectEvoError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - any engine failure becomes one line naming the model
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise BackendError(f"cannot load {role} model {model!r}: {type(exc).__name__}: {first}") from exc
+    except ReflectEvoError as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise type(exc)(f"{option}: {first}") from exc
+    except Exception as exc:  # noqa: BLE001 - an engine's own failure, whatever its type
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise BackendError(f"{option}: cannot load model {model!r}: {type(exc).__name__}: {first}") from exc
 
 
 # ------------------------------------------------------------------------------------------ phases
@@ -314,7 +317,6 @@ def evaluate(cfg: EvaluateConfig, preloaded: dict[str, Backend] | None = None) -
         raise InputError("setting 'corrector' applies to --mode two-stage; in one-stage mode the reflector "
                          "writes the reflection and the corrected solution in one reply")
     with RunDir(cfg.out) as run:
-        run.write_config({"evaluate": cfg.model_dump()})
         cache = None if cfg.no_cache else GenerationCache(cfg.cache)
         try:
             roles = open_roles(cfg, cache, preloaded)
@@ -340,6 +342,8 @@ def evaluate(cfg: EvaluateConfig, preloaded: dict[str, Backend] | None = None) -
             "metrics": metrics,
             "outputs": ["results.json", "samples.jsonl"],
         }
+        # Written only once everything succeeded: a failed run leaves a previous run's files as they were.
+        run.write_config({"evaluate": cfg.model_dump()})
         write_atomic(run.file("samples.jsonl"), "".join(s.to_json() + "\n" for s in samples))
         write_json(run.file("results.json"), results)
         run.log(f"evaluate: {summary_row(metrics['overall'])}")

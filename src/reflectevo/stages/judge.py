@@ -117,8 +117,9 @@ def order_preferences(pairs: list[Pair], cfg: "CurateConfig", judge=None) -> tup
         else:
             pending.append(pair)
     use_judge = judge is not None or cfg.judge
-    judged = _judge(pending, cfg, judge) if use_judge and pending else [None] * len(pending)
-    judge_id = judge.model_id if judge is not None else cfg.judge
+    judged, judge_id = [None] * len(pending), cfg.judge
+    if use_judge and pending:
+        judged, judge_id = _judge(pending, cfg, judge)
     for (ep, x, y), votes in zip(pending, judged):
         verdict = {"method": None, "rubric": RUBRIC_VERSION, "judge_model": None}
         if votes is not None:
@@ -142,8 +143,8 @@ def order_preferences(pairs: list[Pair], cfg: "CurateConfig", judge=None) -> tup
     return ordered, summary
 
 
-def _judge(pairs: list[Pair], cfg: "CurateConfig", judge=None) -> list:
-    """Both readings of every pair in one batched, cached call to the judge model."""
+def _judge(pairs: list[Pair], cfg: "CurateConfig", judge=None) -> tuple[list, str]:
+    """Both readings of every pair in one batched, cached call; (votes per pair, judge model id)."""
     from reflectevo.backends import SamplingParams, load_backend
     from reflectevo.backends.cache import GenerationCache, Generator
 
@@ -165,4 +166,4 @@ def _judge(pairs: list[Pair], cfg: "CurateConfig", judge=None) -> list:
         if backend:
             backend.close()
     replies = [(parse_vote(c[0].text), c[0].text) for c in outputs]
-    return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(pairs))]
+    return [(replies[2 * i], replies[2 * i + 1]) for i in range(len(pairs))], judge.model_id

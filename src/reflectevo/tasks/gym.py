@@ -1,4 +1,4 @@
-"""Procedurally generated tasks from reasoning-gym (Apache-2.0, an extra): `gym:<dataset>`.
+"""Procedurally generated tasks from reasoning-gym (Apache-2.0): `gym:<dataset>`.
 
 Generated offline from a seed, each with its own exact scorer, and with a difficulty knob: the right
 kind of task to show a 135M model learning (most public benchmarks are far above its level).
@@ -33,7 +33,7 @@ class GymTask(Task):
         try:
             import reasoning_gym  # noqa: F401
         except ModuleNotFoundError:
-            raise InputError(f"task 'gym:{dataset}' needs reasoning-gym: pip install 'reflectevo[gym]'") from None
+            raise InputError(f"task 'gym:{dataset}' needs reasoning-gym: pip install reasoning-gym") from None
         self.dataset = dataset
         self.options = options
         self.sizes = {**SPLIT_SIZES, **(sizes or {})}

@@ -50,5 +50,5 @@ def _load_builtin() -> None:
     from reflectevo.tasks import gym
 
     _REGISTRY.setdefault("arith", gym.arith)
-    _DESCRIPTIONS.setdefault("arith", "sums of 2-3 small numbers from reasoning-gym chain_sum; exact scorer "
-                                      "(needs the `gym` extra); the quickstart's task")
+    _DESCRIPTIONS.setdefault("arith", "sums of 2-3 small numbers from reasoning-gym chain_sum; exact scorer; "
+                                      "the quickstart's task")

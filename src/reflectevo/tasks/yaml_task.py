@@ -253,7 +253,8 @@ def _read_spec(path: Path) -> dict:
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = f":{mark.line + 1}" if mark else ""
-        raise InputError(f"{path}{line}: malformed YAML ({getattr(exc, 'problem', exc)})") from exc
+        reason = getattr(exc, "problem", None) or " ".join(str(exc).split())  # one line, even for a ReaderError
+        raise InputError(f"{path}{line}: malformed YAML ({reason})") from exc
     except (OSError, UnicodeDecodeError) as exc:
         raise InputError(f"{path}: cannot read ({exc})") from exc
     if not isinstance(spec, dict):

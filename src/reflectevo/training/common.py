@@ -88,7 +88,19 @@ def trainer_args(cfg: TrainConfig, kind: str, stage_dir: Path, has_eval: bool) -
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler,
-        gradient_checkpointing=cfg.gradient_checkpointing, logging_steps=cfg.logging_steps,
+        logging_steps=cfg.logging_steps,
         logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, report_to="none", disable_tqdm=True,
-        max_length=cfg.max_length, dataset_num_proc=None, **eval_every, **precision(cfg))
+        max_length=cfg.max_length, **eval_every, **precision(cfg),
+        # explicit either way: TRL's configs default to checkpointing on, which costs ~30% speed
+        **{_checkpointing_flag(): cfg.gradient_checkpointing})
+
+
+def _checkpointing_flag() -> str:
+    """transformers 5.x renamed gradient_checkpointing to activation_checkpointing (the old name warns)."""
+    import dataclasses
+
+    from transformers import TrainingArguments
+
+    names = {f.name for f in dataclasses.fields(TrainingArguments)}
+    return "activation_checkpointing" if "activation_checkpointing" in names else "gradient_checkpointing"

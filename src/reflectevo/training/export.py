@@ -26,6 +26,12 @@ def _staging(target: Path) -> Path:
 
 
 def _publish(staging: Path, target: Path) -> None:
+    umask = os.umask(0)
+    os.umask(umask)
+    # mkdtemp and some writers make owner-only files; outputs should read like any other folder.
+    staging.chmod(0o777 & ~umask)
+    for file in staging.iterdir():
+        file.chmod(0o666 & ~umask)
     if target.exists():
         shutil.rmtree(target)
     os.replace(staging, target)

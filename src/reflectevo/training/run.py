@@ -29,6 +29,15 @@ FINAL = "final_metrics.json"  # written last: its presence means the stage finis
 OUTPUTS = ("checkpoints", "adapter", "model", FINAL)
 
 
+def _quiet_library_bars() -> None:
+    """Our own progress bar shows the steps; the libraries' per-phase bars would only add noise."""
+    import datasets
+    from transformers.utils import logging as hf_logging
+
+    datasets.disable_progress_bars()
+    hf_logging.disable_progress_bar()
+
+
 def plan(cfg: TrainConfig) -> list[tuple[str, StageData, Path]]:
     """(stage, data, folder) per model to train; every input check happens here, before a model loads."""
     stages = load_setting(cfg.data, cfg.setting)
@@ -64,6 +73,7 @@ def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> 
     if dropped:
         console.print(f"[yellow]{data.name}: {dropped} of {len(data.train)} rows dropped: prompt longer than "
                       f"max_length={cfg.max_length} tokens[/yellow]")
+    (folder / FINAL).unlink(missing_ok=True)  # from a shorter earlier run: this one is not finished yet
     model = load_model(ref)
     build = sft.build_trainer if data.kind == "sft" else dpo.build_trainer
     trainer = build(cfg, model, tokenizer, Dataset.from_list(train_rows),
@@ -102,9 +112,18 @@ def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> 
     return final
 
 
+def finished(cfg: TrainConfig, folder: Path) -> dict | None:
+    """With --resume, a finished stage is skipped unless --max-steps asks for more steps than it ran."""
+    if not cfg.resume or not (folder / FINAL).is_file():
+        return None
+    done = json.loads((folder / FINAL).read_text())
+    return done if cfg.max_steps <= done.get("steps", 0) else None
+
+
 def train(cfg: TrainConfig) -> Path:
     """Train every model of the setting into `cfg.out`; returns the output folder."""
     folders = plan(cfg)
+    _quiet_library_bars()
     out = Path(cfg.out).expanduser()
     main = is_main_process()
     with (RunDir(out) if main else nullcontext()) as run:
@@ -112,9 +131,10 @@ def train(cfg: TrainConfig) -> Path:
             run.write_config({"train": cfg.model_dump()})
         results = {}
         for stage, data, folder in folders:
-            if cfg.resume and (folder / FINAL).is_file():
-                console.print(f"{folder}: already trained, skipped")
-                results[stage] = json.loads((folder / FINAL).read_text())
+            done = finished(cfg, folder)
+            if done is not None:
+                console.print(f"{folder}: already trained ({done['steps']} steps), skipped")
+                results[stage] = done
                 continue
             results[stage] = train_stage(cfg, stage, data, folder)
         if main:

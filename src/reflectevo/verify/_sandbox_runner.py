@@ -91,7 +91,11 @@ _PROCESS_EVENTS = {"os.fork", "os.forkpty", "os.system", "os.exec", "os.posix_sp
 def _install_guard(workdir, allow_processes):
     root = os.path.realpath(workdir)
     inside_prefix = root + os.sep
-    realpath, join, fspath = os.path.realpath, os.path.join, os.fspath
+    realpath, fspath, isdir = os.path.realpath, os.fspath, os.path.isdir
+    try:
+        own_pid = os.readlink("/proc/self")  # as /proc names it (a PID namespace renumbers getpid)
+    except OSError:
+        own_pid = str(os.getpid())
 
     def inside(path):
         if isinstance(path, int):
@@ -104,8 +108,22 @@ def _install_guard(workdir, allow_processes):
             path = path.decode("utf-8", "surrogateescape")
         if path in ("/dev/null", "/dev/stdout", "/dev/stderr"):
             return True
-        full = realpath(join(root, path))
+        full = realpath(path)  # relative to the current folder: after os.chdir too
         return full == root or full.startswith(inside_prefix)
+
+    def may_read(path):
+        """Reading is free, except other processes' /proc entries (their environment holds secrets)
+        and folders outside: a folder's descriptor would let dir_fd= writes escape the path checks."""
+        if isinstance(path, int) or inside(path):
+            return True
+        try:
+            full = realpath(fspath(path) if not isinstance(path, bytes) else path.decode("utf-8", "surrogateescape"))
+        except TypeError:
+            return True
+        parts = full.split(os.sep)
+        if len(parts) > 2 and parts[1] == "proc" and parts[2].isdigit() and parts[2] != own_pid:
+            return False
+        return not isdir(full)
 
     def guard(event, args):
         if event.startswith("socket."):
@@ -116,6 +134,15 @@ def _install_guard(workdir, allow_processes):
                 isinstance(flags, int) and flags & _WRITE_FLAGS)
             if writing and not inside(path):
                 raise PermissionError(f"writing outside the sandbox folder is not allowed: {path!r}")
+            if not writing and not may_read(path):
+                raise PermissionError(f"opening {path!r} is not allowed in the sandbox")
+            return
+        if event == "sqlite3.connect":  # SQLite opens its files in C, without an `open` event
+            database = fspath(args[0]) if args and not isinstance(args[0], int) else ":memory:"
+            database = database.decode() if isinstance(database, bytes) else database
+            name = database[5:].split("?")[0] if database.startswith("file:") else database
+            if name not in ("", ":memory:") and not inside(name):
+                raise PermissionError(f"databases outside the sandbox folder are not allowed: {database!r}")
             return
         positions = _PATH_EVENTS.get(event)
         if positions is not None:
@@ -133,6 +160,15 @@ def _install_guard(workdir, allow_processes):
             raise PermissionError(f"{event} (native code through ctypes) is not allowed in the sandbox")
 
     sys.addaudithook(guard)
+    if not allow_processes:
+        # Signals through a pidfd raise no audit event: without a PID namespace they could reach the
+        # pipeline itself, so these functions are taken away before the user code runs.
+        import posix
+        import _signal
+        for module, name in ((os, "pidfd_open"), (posix, "pidfd_open"), (signal, "pidfd_send_signal"),
+                             (_signal, "pidfd_send_signal")):
+            if hasattr(module, name):
+                delattr(module, name)
 
 
 class CPUTimeLimitExceeded(Exception):

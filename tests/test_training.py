@@ -1,0 +1,183 @@
+"""Reflection learning on the real default model: every setting trains a few steps on real curated rows,
+its training loss falls, and the saved adapter / merged model loads in a backend by path and generates.
+
+Steps are few and rows short (max_length 256) so the default suite stays fast on a 2-core CPU; a high
+learning rate on a tiny fixed set makes the fall in loss a real signal within ~8 steps.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from reflectevo.backends import SamplingParams, load_backend
+from reflectevo.errors import InputError
+from reflectevo.training import TrainConfig, accelerate_config, train
+from reflectevo.training.metrics import read_metrics
+from training_data import curated_dir  # noqa: F401  (session fixture)
+
+FAST = dict(max_length=256, batch_size=2, logging_steps=1, save_steps=4)
+
+
+def losses(folder, key="loss"):
+    return [m[key] for m in read_metrics(folder) if key in m]
+
+
+def assert_learned(folder):
+    values = losses(folder)
+    assert len(values) >= 4, values
+    # first vs last logged loss, averaged over two steps against batch-to-batch noise
+    assert sum(values[-2:]) / 2 < sum(values[:2]) / 2, values
+
+
+def assert_generates(path):
+    backend = load_backend(str(path), "hf", batch_size=2)
+    try:
+        prompt = [{"role": "user", "content": "What is 2 + 3? Answer briefly."}]
+        (completion,), = backend.generate([prompt], SamplingParams(max_tokens=8))
+        assert completion.tokens > 0
+    finally:
+        backend.close()
+
+
+# --------------------------------------------------------------------------------------- bad input
+def _rows(folder, name, rows):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / name).write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+@pytest.fixture
+def no_model_loads(monkeypatch):
+    """Bad input must fail before any model loads: make loading one a test failure."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the input was checked")
+
+    monkeypatch.setattr("reflectevo.training.common.load_model", refuse)
+    monkeypatch.setattr("reflectevo.training.run.load_model", refuse)
+
+
+def test_bad_input_fails_clearly_before_loading_a_model(curated_dir, tmp_path, no_model_loads):
+    def fails(match, **settings):
+        values = {"data": str(curated_dir), "setting": "I", "out": str(tmp_path / "out"), **settings}
+        with pytest.raises(InputError, match=match):
+            train(TrainConfig(**values))
+
+    empty = tmp_path / "empty" / "sft_one_stage"
+    _rows(empty, "train.jsonl", [])
+    fails(r"train.jsonl: no rows; setting I needs at least one", data=str(empty.parent))
+    # A D± folder (prompt/chosen/rejected) given to one-stage SFT.
+    fails(r"dpo_contrastive/train.jsonl:1: this is a dataset of prompt/chosen/rejected pairs.*setting I",
+          data=str(curated_dir / "dpo_contrastive"))
+    row = json.loads((curated_dir / "sft_one_stage" / "train.jsonl").read_text().splitlines()[0])
+    del row["completion"]
+    _rows(tmp_path / "nocol", "train.jsonl", [row])
+    fails(r"nocol/train.jsonl:1: missing column 'completion'", data=str(tmp_path / "nocol"))
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "train.jsonl").write_text('{"prompt": [\n')
+    fails(r"bad/train.jsonl:1: malformed JSON", data=str(tmp_path / "bad"))
+    fails(r"unknown model 'no-such-model'", model="no-such-model")
+    fails(r"has no sft_reflect/", data=str(tmp_path / "empty"), setting="II")
+    fails(r"is one dataset, but setting II trains two models", data=str(curated_dir / "sft_reflect"),
+          setting="II")
+    (tmp_path / "out" / "checkpoints").mkdir(parents=True)
+    fails(r"already holds a training run.*--resume")
+
+
+def test_cli_reports_one_line_error():
+    from reflectevo.cli import app
+
+    result = CliRunner().invoke(app, ["train", "/nonexistent/curated", "--setting", "I", "--out", "/tmp/x"])
+    assert result.exit_code == 2
+    assert result.output.strip().splitlines() == [
+        "error: curated folder /nonexistent/curated does not exist (make one with `reflectevo curate`)"]
+
+
+# ------------------------------------------------------------------------------------------ settings
+def test_setting_I_lora_learns_resumes_and_loads(curated_dir, tmp_path):
+    out = tmp_path / "I"
+    cfg = dict(data=str(curated_dir), setting="I", out=str(out), learning_rate=2e-3, **FAST)
+    train(TrainConfig(max_steps=4, **cfg))
+    assert json.loads((out / "final_metrics.json").read_text())["steps"] == 4
+    # Resume: continue from checkpoint-4 to step 8, logging each step once.
+    train(TrainConfig(max_steps=8, resume=True, **cfg))
+    steps = [m["step"] for m in read_metrics(out) if "loss" in m]
+    assert steps == list(range(1, 9))
+    assert_learned(out)
+    state = json.loads((out / "checkpoints" / "checkpoint-8" / "trainer_state.json").read_text())
+    assert state["global_step"] == 8
+    final = json.loads((out / "final_metrics.json").read_text())
+    assert final["steps"] == 8 and "eval_loss" in final
+    card = (out / "model" / "README.md").read_text()
+    assert "setting I" in card and "## Final metrics" in card and "| lora_r | 8 |" in card
+    assert (out / "loss.png").stat().st_size > 0
+    assert json.loads((out / "adapter" / "adapter_config.json").read_text())["base_model_name_or_path"] \
+        == "smollm2-135m"
+    assert_generates(out / "adapter")
+    assert_generates(out / "model")
+
+
+def test_setting_II_trains_reflector_and_corrector(curated_dir, tmp_path):
+    out = tmp_path / "II"
+    train(TrainConfig(data=str(curated_dir), setting="II", out=str(out), learning_rate=2e-3, max_steps=6,
+                      merge=False, **FAST))
+    for stage in ("stage1", "stage2"):
+        assert_learned(out / stage)
+        assert "the reflector" in (out / "stage1" / "README.md").read_text()
+    assert_generates(out / "stage1" / "adapter")
+
+
+def test_setting_III_dpo_lora_on_contrastive_pairs(curated_dir, tmp_path):
+    out = tmp_path / "III"
+    train(TrainConfig(data=str(curated_dir), setting="III", out=str(out), learning_rate=5e-4, max_steps=8,
+                      **FAST))
+    assert_learned(out)
+    margins = losses(out, "rewards/margins")
+    assert len(margins) >= 4 and margins[-1] > margins[0]
+    assert "rewards/margins" in json.loads((out / "final_metrics.json").read_text())
+    assert_generates(out / "model")
+
+
+@pytest.mark.slow
+def test_setting_IV_dpo_full_on_preference_pairs(curated_dir, tmp_path):
+    out = tmp_path / "IV"
+    train(TrainConfig(data=str(curated_dir), setting="IV", out=str(out), full=True, learning_rate=1e-5,
+                      max_steps=8, **FAST))
+    assert_learned(out)
+    assert not (out / "adapter").exists()
+    assert_generates(out / "model")
+
+
+def test_setting_IV_dpo_lora_on_preference_pairs(curated_dir, tmp_path):
+    out = tmp_path / "IV"
+    train(TrainConfig(data=str(curated_dir), setting="IV", out=str(out), learning_rate=5e-4, max_steps=6,
+                      merge=False, **FAST))
+    assert_learned(out)
+    assert_generates(out / "adapter")
+
+
+def test_full_fine_tuning_sft(curated_dir, tmp_path):
+    out = tmp_path / "I-full"
+    train(TrainConfig(data=str(curated_dir), setting="I", out=str(out), full=True, learning_rate=1e-4,
+                      max_steps=6, **FAST))
+    assert_learned(out)
+    assert not (out / "adapter").exists()
+    assert "library_name: transformers" in (out / "README.md").read_text()
+    assert_generates(out / "model")
+    shutil.rmtree(out / "model")  # 0.5 GB of fp32 weights
+
+
+# ------------------------------------------------------------------------------------- multi-GPU
+@pytest.mark.parametrize("name, kind", [("deepspeed_zero3", "DEEPSPEED"), ("fsdp", "FSDP")])
+def test_shipped_accelerate_configs_load(name, kind):
+    from accelerate.commands.config.config_args import load_config_from_file
+
+    path = accelerate_config(name)
+    assert yaml.safe_load(path.read_text())["distributed_type"] == kind
+    config = load_config_from_file(str(path))
+    assert config.distributed_type.value == kind and config.mixed_precision == "bf16"
+    with pytest.raises(InputError, match="shipped: deepspeed_zero3, fsdp"):
+        accelerate_config("zero9")
