@@ -152,6 +152,11 @@ class Roles:
     reflector: Generator
     corrector: Generator
     self_checker: Generator
+    owned: list[Backend]  # loaded here (not preloaded): closed when the stage ends
+
+    def close(self) -> None:
+        for backend in self.owned:
+            backend.close()
 
 
 def role_models(cfg: EvaluateConfig) -> dict[str, str]:
@@ -176,12 +181,18 @@ def open_roles(cfg: EvaluateConfig, cache: GenerationCache | None,
     loaded: dict[str, Generator] = {}
     for name, backend in (preloaded or {}).items():
         loaded[name] = Generator(backend, cache)
-    roles = {}
-    for role, model in role_models(cfg).items():
-        if model not in loaded:
-            loaded[model] = Generator(load_model(model, role, cfg), cache)
-        roles[role] = loaded[model]
-    return Roles(**roles)
+    roles, owned = {}, []
+    try:
+        for role, model in role_models(cfg).items():
+            if model not in loaded:
+                owned.append(load_model(model, role, cfg))
+                loaded[model] = Generator(owned[-1], cache)
+            roles[role] = loaded[model]
+    except BaseException:
+        for backend in owned:  # e.g. a llama.cpp server started for the generator
+            backend.close()
+        raise
+    return Roles(**roles, owned=owned)
 
 
 def load_model(model: str, role: str, cfg: EvaluateConfig) -> Backend:
@@ -318,10 +329,13 @@ def evaluate(cfg: EvaluateConfig, preloaded: dict[str, Backend] | None = None) -
                          "writes the reflection and the corrected solution in one reply")
     with RunDir(cfg.out) as run:
         cache = None if cfg.no_cache else GenerationCache(cfg.cache)
+        roles = None
         try:
             roles = open_roles(cfg, cache, preloaded)
             samples = run_evaluation(items, roles, cfg)
         finally:
+            if roles:
+                roles.close()
             if cache:
                 cache.close()
         metrics = compute_metrics([outcome(s) for s in samples], resamples=cfg.bootstrap, seed=cfg.seed)

@@ -1,0 +1,91 @@
+"""The self-evolution loop: plan, plateau rule, bad settings, and (slow) a real tiny loop that resumes."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from reflectevo.config import build
+from reflectevo.errors import InputError
+from reflectevo.stages.evolve import EvolveConfig, evolve, improved, plan
+
+
+def config(tmp_path, **extra) -> EvolveConfig:
+    return build(EvolveConfig, {"task": "arith", "out": str(tmp_path / "loop"), **extra})
+
+
+def test_plan_chains_each_trained_model_into_the_next_iteration(tmp_path):
+    steps = plan(config(tmp_path, iterations=2, setting="II"))
+    assert [(s["iteration"], s["stage"]) for s in steps] == [
+        (0, "evaluate"), (1, "generate"), (1, "curate"), (1, "train"), (1, "evaluate"),
+        (2, "generate"), (2, "curate"), (2, "train"), (2, "evaluate")]
+    trained_1 = steps[4]["models"]
+    assert trained_1["reflector"].endswith("iter_1/train/stage1/model")
+    assert trained_1["generator"].endswith("iter_1/train/stage2/model")
+    assert steps[5]["models"] == trained_1  # iteration 2 generates with iteration 1's models
+    assert steps[7]["from"] == trained_1["generator"]
+
+
+@pytest.mark.parametrize("scores, patience, expected", [
+    ([0.2], 1, True), ([0.2, 0.3], 1, True), ([0.2, 0.2], 1, False), ([0.3, 0.2], 1, False),
+    ([0.2, 0.1, 0.25], 2, True), ([0.2, 0.1, 0.15], 2, False), ([0.2, 0.21], 1, True)])
+def test_plateau_rule(tmp_path, scores, patience, expected):
+    history = [{"score": s} for s in scores]
+    assert improved(history, config(tmp_path, patience=patience)) is expected
+
+
+def test_min_delta(tmp_path):
+    assert not improved([{"score": 0.2}, {"score": 0.21}], config(tmp_path, min_delta=0.05))
+
+
+def test_bad_stage_setting_fails_before_any_work(tmp_path):
+    cfg = config(tmp_path, train={"lora_r": 0})
+    with pytest.raises(InputError, match="evolve: train: setting 'lora_r'"):
+        evolve(cfg, dry_run=True)
+    with pytest.raises(InputError, match="has no split 'validation'"):
+        evolve(config(tmp_path, test_split="validation"))
+    assert not (tmp_path / "loop").exists()
+
+
+def test_dry_run_prints_the_plan_from_one_yaml_file(tmp_path):
+    yaml_file = tmp_path / "loop.yaml"
+    yaml_file.write_text("evolve:\n  task: arith\n  setting: III\n  iterations: 3\n  train:\n    beta: 0.1\n")
+    proc = subprocess.run([sys.executable, "-m", "reflectevo.cli", "evolve", "--config", str(yaml_file), "--out",
+                           str(tmp_path / "loop"), "--dry-run"], capture_output=True, text=True, timeout=120,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    shown = proc.stdout + proc.stderr
+    assert "setting III" in shown and "up to 3 iterations" in shown
+    stages = re.findall(r"│ (generate|curate|train|evaluate) +│", shown)
+    assert stages.count("generate") == 3 and stages.count("evaluate") == 4 and stages.count("train") == 3
+    assert not (tmp_path / "loop").exists()  # a dry run writes nothing
+
+
+@pytest.mark.slow
+def test_tiny_real_loop_resumes_without_redoing_work(tmp_path, cache_path):
+    cfg = config(tmp_path, iterations=1, train_limit=6, test_limit=4, cache=str(cache_path),
+                 generate={"max_tokens": 32, "reflection_max_tokens": 24, "num_instructions": 1, "samples": 2},
+                 curate={"validation": 0.0},
+                 train={"max_steps": 2, "batch_size": 2, "max_length": 256, "logging_steps": 1},
+                 evaluate={"max_tokens": 32, "reflection_max_tokens": 24, "self_check_max_tokens": 8,
+                           "bootstrap": 100})
+    report = evolve(cfg)
+    loop = tmp_path / "loop"
+    summary = json.loads((loop / "evolve.json").read_text())
+    assert [h["iteration"] for h in summary["history"]] == [0, 1]
+    lineage = json.loads((loop / "iter_1" / "lineage.json").read_text())
+    assert lineage["models"]["generator"] == str(loop / "iter_1" / "train" / "model")
+    assert lineage["from_models"]["generator"] == "smollm2-135m"
+    results = json.loads((loop / "iter_1" / "evaluate" / "results.json").read_text())
+    assert results["models"]["generator"]["model"] == lineage["models"]["generator"]
+    assert report.is_file() and report.read_text().startswith("<!DOCTYPE html>")
+    # A rerun finds every step done and only rewrites the summary.
+    started = time.time()
+    evolve(cfg)
+    assert time.time() - started < 60
+    assert json.loads((loop / "evolve.json").read_text())["history"] == summary["history"]
