@@ -6,7 +6,7 @@ One run, same greedy trial-1 prompts (GSM8K) for every backend, each backend in 
 peak memory (max RSS) is its own:
   hf        transformers, batched (batch 16, bf16)
   llamacpp  llama-cpp-python, 2 instances x 1 thread
-  openai    the HTTP backend -> a llama-cpp-python server (1 process, 2 threads); server RSS reported
+  openai    the HTTP backend -> a llama-cpp-python server (1 process, 1 thread); server RSS reported
 Then: pipeline overhead = Generator (cache-miss path, fresh SQLite cache) vs the raw backend on the
 identical requests (target < 10%), and decode tokens/s vs the bounds of this machine for the default
 model: compute bound = matmul FLOP/s / (2 x params), memory bound = bandwidth / weight bytes per token.
@@ -139,24 +139,26 @@ def main() -> None:
     args = parser.parse_args()
     prompts = prompts_for(args.task, args.problems)
     rows = {}
-    rows["hf (batch 16, bf16)"] = run_isolated("hf", {"batch_size": 16}, prompts, args.max_tokens)
-    rows["llamacpp (2 x 1 thread)"] = run_isolated("llamacpp", {}, prompts, args.max_tokens)
-    rows["llamacpp (1 x 2 threads)"] = run_isolated("llamacpp", {"instances": 1, "threads": 2}, prompts, args.max_tokens)
-    server, url = start_server(threads=2)
+    print(f"\n{len(prompts)} {args.task} trial-1 prompts, greedy, max_tokens={args.max_tokens}")
+    print(f"{'backend':<30}{'seconds':>9}{'tokens':>8}{'tokens/s':>10}{'problems/min':>14}{'peak RSS MB':>13}")
+
+    def show(name: str, row: dict) -> None:
+        rows[name] = row
+        rss = f"{row['rss_mb']:.0f}" + (f" (+server {row['server_rss_mb']:.0f})" if "server_rss_mb" in row else "")
+        print(f"{name:<30}{row['seconds']:>9.1f}{row['tokens']:>8}{row['tokens'] / row['seconds']:>10.1f}"
+              f"{60 * len(prompts) / row['seconds']:>14.1f}  {rss}", flush=True)
+
+    show("hf (batch 16, bf16)", run_isolated("hf", {"batch_size": 16}, prompts, args.max_tokens))
+    show("llamacpp (2 x 1 thread)", run_isolated("llamacpp", {}, prompts, args.max_tokens))
+    show("llamacpp (1 x 2 threads)", run_isolated("llamacpp", {"instances": 1, "threads": 2}, prompts, args.max_tokens))
+    server, url = start_server(threads=1)
     try:
-        rows["openai -> llama.cpp server"] = run_isolated("openai", {"base_url": url, "batch_size": 64},
-                                                          prompts, args.max_tokens)
-        rows["openai -> llama.cpp server"]["server_rss_mb"] = peak_rss_mb(server.pid)
+        row = run_isolated("openai", {"base_url": url, "batch_size": 64}, prompts, args.max_tokens)
+        row["server_rss_mb"] = peak_rss_mb(server.pid)
     finally:
         server.terminate()
         server.wait()
-
-    print(f"\n{len(prompts)} {args.task} trial-1 prompts, greedy, max_tokens={args.max_tokens}")
-    print(f"{'backend':<30}{'seconds':>9}{'tokens':>8}{'tokens/s':>10}{'problems/min':>14}{'peak RSS MB':>13}")
-    for name, row in rows.items():
-        rss = f"{row['rss_mb']:.0f}" + (f" (+server {row['server_rss_mb']:.0f})" if "server_rss_mb" in row else "")
-        print(f"{name:<30}{row['seconds']:>9.1f}{row['tokens']:>8}{row['tokens'] / row['seconds']:>10.1f}"
-              f"{60 * len(prompts) / row['seconds']:>14.1f}  {rss}")
+    show("openai -> llama.cpp server", row)
 
     overhead = pipeline_overhead(prompts, args.max_tokens)
     print(f"\npipeline overhead (llamacpp, Generator + fresh cache vs raw backend, best of 2): "

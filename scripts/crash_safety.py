@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 
 TRIALS = {"generate": 6, "curate": 5, "evaluate": 5, "train": 4}
-GENERATE = ["--task", "gsm8k", "--split", "train", "--limit", "4", "--max-tokens", "32",
+GENERATE = ["--task", "gsm8k", "--split", "train", "--limit", "3", "--max-tokens", "32",
             "--reflection-max-tokens", "24", "-k", "1", "--samples", "2", "--batch-size", "2"]
 EVALUATE = ["--task", "gsm8k", "--limit", "3", "--max-tokens", "32", "--reflection-max-tokens", "24",
             "--self-check-max-tokens", "8", "--bootstrap", "50", "--batch-size", "2"]
@@ -45,6 +45,8 @@ TRAIN = ["--setting", "I", "--max-steps", "4", "--save-steps", "1", "--batch-siz
 # Files a rerun rewrites with new timestamps or appends to: parsed and checked, not compared byte for byte.
 VOLATILE = {"manifest.json", "manifest.curate.json", "manifest.train.json", "log.txt", "results.json",
             "README.md", "loss.png", ".lock"}
+# Files that name the output folder (which differs between the reference and a trial): compared without it.
+NAMES_OUT = {"config.yaml", "curation.json"}
 
 
 def reflectevo(args: list[str], cache: Path, kill_after: float | None = None) -> dict:
@@ -102,12 +104,27 @@ def same_files(reference: Path, folder: Path, problems: list[str], skip=lambda n
     for name in sorted(set(ref) | set(got)):
         if Path(name).name in VOLATILE or skip(name):
             continue
+        if Path(name).name in NAMES_OUT and name in ref and name in got:
+            if without_out(ref[name]) != without_out(got[name]):
+                problems.append(f"{name}: differs from the uninterrupted run")
+            continue
         if name not in got:
             problems.append(f"{name}: missing after resume")
         elif name not in ref:
             problems.append(f"{name}: not in the reference run")
         elif ref[name].read_bytes() != got[name].read_bytes():
             problems.append(f"{name}: differs from the uninterrupted run")
+
+
+def without_out(path: Path):
+    import yaml
+
+    def strip(value):
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items() if k != "out"}
+        return [strip(v) for v in value] if isinstance(value, list) else value
+
+    return strip(yaml.safe_load(path.read_text()))
 
 
 def cache_sound(cache: Path, problems: list[str]) -> None:
@@ -210,6 +227,43 @@ class Train(Stage):
                 problems.append(f"metrics.jsonl: loss at step {m['step']} differs ({m['loss']} vs {ref_loss[m['step']]})")
 
 
+def hand_episodes(folder: Path, count: int = 8) -> Path:
+    """Episodes with corrected trials 2 (the 135M model rarely corrects itself on a few problems, and
+    curate and train need rows): failed trial 1, then one reflection that corrected it and one that did not."""
+    from reflectevo.prompts import correction_prompt, reflection_prompt
+    from reflectevo.records import Attempt, Episode, Reflection, Sampling, Verdict, episodes_to_jsonl
+    from reflectevo.tasks import get_task
+
+    fmt = get_task("gsm8k").answer_format
+
+    def attempt(messages, response, correct):
+        return Attempt(messages=messages, response=response, model="hand@0", sampling=Sampling(), seed=0,
+                       verdict=Verdict(correct=correct, extracted=response.split()[-1],
+                                       feedback="correct" if correct else "incorrect"))
+
+    episodes = []
+    for i in range(count):
+        a, b = i + 2, i + 3
+        question = f"Tom has {a} boxes with {b} apples each. How many apples does he have?"
+        t1_messages = [{"role": "user", "content": f"Question: {question}\n\n{fmt}"}]
+        t1 = attempt(t1_messages, f"{a} + {b} = {a + b}. The answer is: {a + b}", False)
+        ep = Episode(id=f"gsm8k/train/{i}", task="gsm8k", split="train", question=question, gold=str(a * b),
+                     trial1=t1)
+        for index, (text, right) in enumerate([(f"I added {a} and {b} but every box holds {b} apples, so I must "
+                                                 f"multiply the number of boxes by the apples per box.", True),
+                                                (f"Maybe I lost a box while counting; I should count again.", False)]):
+            answer = f"{a} * {b} = {a * b}. The answer is: {a * b}" if right else f"{a + b + 1}. The answer is: {a + b + 1}"
+            ep.reflections.append(Reflection(
+                index=index, instruction_id=f"inst-{index}", text=text, model="hand@0",
+                messages=reflection_prompt(t1_messages, t1.response, "incorrect", "Find the error."),
+                sampling=Sampling(temperature=0.8), seed=1,
+                trial2=attempt(correction_prompt(t1_messages, t1.response, "incorrect", text, fmt), answer, right)))
+        episodes.append(ep)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "episodes.jsonl").write_text(episodes_to_jsonl(episodes))
+    return folder
+
+
 # -------------------------------------------------------------------------------------------- runner
 
 def reference_run(stage: Stage) -> tuple[Path, float]:
@@ -261,21 +315,18 @@ def main(argv: list[str] | None = None) -> int:
     results, covered = [], {}
 
     references: dict[str, tuple[Path, float]] = {}
-    generated = None
-    if {"generate", "curate", "train"} & set(stages):
-        references["generate"] = reference_run(Generate(root))
-        generated = references["generate"][0]
+    source = hand_episodes(root / "episodes-input")
     curated = None
     plan: list[Stage] = []
     if "generate" in stages:
         plan.append(Generate(root))
-    if "curate" in stages or "train" in stages:
+    if "train" in stages:
         curated = root / "curated-input"
-        made = reflectevo(["curate", str(generated), "--out", str(curated), "--validation", "0.25"], root / "c.sqlite")
+        made = reflectevo(["curate", str(source), "--out", str(curated), "--validation", "0.25"], root / "c.sqlite")
         if made["status"] != 0:
             raise SystemExit(f"curate (input of train) failed:\n{made['stderr']}")
     if "curate" in stages:
-        plan.append(Curate(root, generated))
+        plan.append(Curate(root, source))
     if "evaluate" in stages:
         plan.append(Evaluate(root))
     if "train" in stages:

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from reflectevo.cli import app
 from reflectevo.config import EvaluateConfig
-from reflectevo.errors import BackendError, InputError
+from reflectevo.errors import InputError
 from reflectevo.records import Attempt, Episode, Problem, Reflection, Sampling, Verdict
 from reflectevo.report.metrics import Outcome, compute_metrics, flips
 from reflectevo.stages.evaluate import (EvalSample, SelfCheck, evaluate, outcome, parse_self_check,
@@ -144,7 +144,8 @@ def test_parse_self_check(text, expected):
 
 
 def test_split_reflection_of_one_stage_reply():
-    reply = "I added instead of subtracting.\nI should subtract the eggs eaten.\n\nCorrected solution:\n16-3-4=9\nThe answer is: 18"
+    reply = ("I added instead of subtracting.\nI should subtract the eggs eaten.\n\n"
+             "Corrected solution:\n16-3-4=9\nThe answer is: 18")
     assert split_reflection(reply) == "I added instead of subtracting.\nI should subtract the eggs eaten."
     assert split_reflection("16-3-4=9. The answer is: 18") == "16-3-4=9. The answer is: 18"
 

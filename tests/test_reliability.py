@@ -247,3 +247,29 @@ def test_generation_cache_on_a_full_disk_keeps_finished_work(small_disk):
     assert again.get_many(["done"])["done"].text == "finished work"
     assert again.count() == 1, "a failed batch must not be half stored"
     again.close()
+
+
+def test_run_dir_removes_half_written_temporaries(tmp_path):
+    run = tmp_path / "run"
+    (run / "sub").mkdir(parents=True)
+    (run / "episodes.jsonl").write_text("kept\n")
+    (run / ".episodes.jsonl.k2j3h4.tmp").write_text("half")  # left by a writer killed in write_atomic
+    (run / "sub" / ".train.parquet.x8y9.tmp").write_text("half")
+    (run / "notes.tmp").write_text("a user's file")
+    with RunDir(run):
+        pass
+    assert sorted(str(p.relative_to(run)) for p in run.rglob("*") if p.is_file()) == [
+        RunDir.LOCK, "episodes.jsonl", "notes.tmp"]
+
+
+# ----------------------------------------------------------------------------------- crash safety
+
+@pytest.mark.slow
+def test_crash_safety_script_quick(tmp_path):
+    """scripts/crash_safety.py --quick: one SIGKILL + resume per stage, outputs equal to a clean run."""
+    proc = subprocess.run([sys.executable, str(REPO / "scripts" / "crash_safety.py"), "--quick", "--seed", "1",
+                           "--workdir", str(tmp_path)], capture_output=True, text=True, timeout=1500)
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
+    assert set(summary["stages"]) == {"generate", "curate", "evaluate", "train"}
+    assert summary["passed"] == summary["trials"] == 4

@@ -92,11 +92,12 @@ class LlamaCppBackend(Backend):
         template = llm.metadata.get("tokenizer.chat_template")
         if not template:
             raise BackendError(f"{self._path} has no chat template in its metadata (tokenizer.chat_template)")
-        token = lambda tid: llm.detokenize([tid], special=True).decode("utf-8", "replace") if tid >= 0 else ""
-        self._formatter = Jinja2ChatFormatter(template, eos_token=token(llm.token_eos()),
-                                              bos_token=token(llm.token_bos()), add_generation_prompt=True)
-        self._formatter_no_prompt = Jinja2ChatFormatter(template, eos_token=token(llm.token_eos()),
-                                                        bos_token=token(llm.token_bos()), add_generation_prompt=False)
+        def text(token_id: int) -> str:
+            return llm.detokenize([token_id], special=True).decode("utf-8", "replace") if token_id >= 0 else ""
+
+        specials = dict(eos_token=text(llm.token_eos()), bos_token=text(llm.token_bos()))
+        self._formatter = Jinja2ChatFormatter(template, add_generation_prompt=True, **specials)
+        self._formatter_no_prompt = Jinja2ChatFormatter(template, add_generation_prompt=False, **specials)
 
     def render(self, messages: Messages) -> str:
         """The chat template from the GGUF metadata; equals HFBackend.render() (tested)."""

@@ -146,8 +146,11 @@ class OpenAIBackend(Backend):
                 self._in_flight[target] -= 1
             failed = target
             if attempt < self.max_retries:
-                delay = retry_after if retry_after is not None else self.backoff * 2 ** attempt
-                await asyncio.sleep(min(delay, 30.0) * random.uniform(0.5, 1.5))  # jitter: no thundering herd
+                if retry_after is not None:  # the server said how long: wait at least that
+                    delay = min(retry_after, 60.0) * random.uniform(1.0, 1.2)
+                else:  # jitter spreads the retries of many requests (no thundering herd)
+                    delay = min(self.backoff * 2 ** attempt, 30.0) * random.uniform(0.5, 1.5)
+                await asyncio.sleep(delay)
         where = url or failed
         raise BackendError(f"{where}{path}: no answer after {self.max_retries + 1} attempts ({problem}); "
                            "is the server running?")

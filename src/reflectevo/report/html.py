@@ -20,7 +20,6 @@ from typing import Any, Iterable, Sequence
 from reflectevo.errors import InputError
 from reflectevo.records import Episode, read_episodes
 from reflectevo.report import plots
-from reflectevo.report.metrics import summary_row
 from reflectevo.runs import write_atomic
 from reflectevo.stages.evaluate import RESULTS_SCHEMA, EvalSample, read_samples
 
@@ -204,7 +203,8 @@ table{border-collapse:collapse;margin:.6em 0;font-size:.85em}
 th,td{border:1px solid #ccc;padding:.25em .5em;text-align:left;vertical-align:top}
 th{background:#f3f3f3} td.num{text-align:right;white-space:nowrap}
 img{max-width:100%;display:block;margin:.6em 0}
-pre{white-space:pre-wrap;background:#f8f8f8;border:1px solid #eee;padding:.5em;font-size:.8em;max-height:22em;overflow:auto}
+pre{white-space:pre-wrap;background:#f8f8f8;border:1px solid #eee;padding:.5em;font-size:.8em;
+    max-height:22em;overflow:auto}
 details{margin:.4em 0;border:1px solid #e3e3e3;padding:.3em .6em;border-radius:4px}
 summary{cursor:pointer;font-weight:600} .ok{color:#1a7f37} .bad{color:#c62828} .muted{color:#777;font-size:.85em}
 """
@@ -245,7 +245,8 @@ def example_html(kind: str, s: EvalSample) -> str:
         parts.append(f"<p><b>Self-check</b>: decision <b>{esc(s.self_check.decision)}</b>"
                      f"{'' if s.self_check.parsed else ' (verdict unreadable, so revised)'}</p>"
                      f"<pre>{esc(_clip(s.self_check.response))}</pre>")
-    for name, r in (("oracle-gated", ep.reflections[0] if ep.reflections else None), ("oracle-free", s.oracle_free)):
+    gated = ep.reflections[0] if ep.reflections else None
+    for name, r in (("oracle-gated", gated), ("oracle-free", s.oracle_free)):
         if r is None:
             continue
         parts.append(f"<p><b>Reflection, {name}</b> ({esc(r.model)})</p><pre>{esc(_clip(r.text))}</pre>")
