@@ -33,7 +33,7 @@ def main() -> None:
     params = SamplingParams(max_tokens=args.max_tokens)
     rows = {}
     for reuse in (False, True):
-        backend = load_backend("smollm2-135m", "llamacpp", instances=1, threads=2, prefix_reuse=reuse)
+        backend = load_backend("smollm2-135m", "llamacpp", instances=1, threads=1, prefix_reuse=reuse)
         llm = backend._llms[0]
         answers = [o[0].text for o in backend.generate(trial1, params)]
         # The pipeline's order when a problem's follow-up comes right after it: trial 1, then its reflection.

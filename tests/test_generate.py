@@ -148,5 +148,5 @@ def test_malformed_and_unreadable_data_files(tmp_path, logiqa_path):
     binary.write_bytes(b"\xff\xfe\x00garbage")
     proc = reflectevo("generate", "--task", "logiqa", "--data", str(binary), "--out", str(tmp_path / "r"),
                       cache=tmp_path / "c.sqlite", check=False)
-    assert proc.returncode == 2 and f"error: {binary}: cannot read" in proc.stderr
+    assert proc.returncode == 2 and f"error: {binary}:1: not UTF-8 text" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1

@@ -7,6 +7,8 @@ captured before generation, so any record can be replayed and any training row r
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 from pathlib import Path
 from typing import Any, Iterable, Iterator
@@ -104,8 +106,9 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """Yield (line number, object) for each non-blank line; a bad line raises InputError naming it."""
     path = Path(path)
     try:
-        handle = path.open("rb")  # decoded line by line, so that bad bytes are reported with their line
-    except OSError as exc:
+        # Bytes, decoded line by line, so that bad bytes are reported with their line; .gz transparently.
+        handle = io.BytesIO(gzip.decompress(path.read_bytes())) if path.suffix == ".gz" else path.open("rb")
+    except (OSError, EOFError) as exc:
         raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
     with handle:
         for lineno, raw in enumerate(handle, 1):

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from reflectevo.errors import InputError
+from reflectevo.records import read_jsonl
 
 
 def bundled(relative: str) -> Path:
@@ -34,23 +35,7 @@ def user_data_path(task: str, given: str | Path | None, filename: str, how: str)
 
 def read_records(path: Path) -> list[tuple[int, dict[str, Any]]]:
     """(line number, object) pairs from a .jsonl or .jsonl.gz file; bad lines raise InputError."""
-    try:
-        raw = path.read_bytes()
-        text = gzip.decompress(raw).decode("utf-8") if path.suffix == ".gz" else raw.decode("utf-8")
-    except (OSError, UnicodeDecodeError, gzip.BadGzipFile) as exc:
-        raise InputError(f"{path}: cannot read ({exc})") from exc
-    rows = []
-    for lineno, line in enumerate(io.StringIO(text), 1):
-        if not line.strip():
-            continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: malformed JSON ({exc.msg})") from exc
-        if not isinstance(obj, dict):
-            raise InputError(f"{path}:{lineno}: expected a JSON object")
-        rows.append((lineno, obj))
-    return rows
+    return list(read_jsonl(path))
 
 
 def require(obj: dict, field: str, path: Path, lineno: int) -> Any:
