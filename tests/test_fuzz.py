@@ -100,6 +100,22 @@ def test_loaders_survive_random_bytes(data):
 
 
 @FUZZ
+@given(st.binary(min_size=1, max_size=40), st.integers(0, 200), st.integers(0, 255))
+def test_damaged_gzip_files(payload, cut, byte):
+    import gzip
+
+    from reflectevo.records import read_jsonl
+    from reflectevo.tasks.data_files import read_records
+
+    data = bytearray(gzip.compress(b'{"question": "q", "answer": "1"}\n' * 20 + payload))
+    data = data[:cut % len(data)] if cut % 2 else data
+    if len(data) > 12:
+        data[12 + cut % (len(data) - 12)] = byte  # damage the deflate stream
+    for call in (lambda p: list(read_jsonl(p)), read_records):
+        with_file(bytes(data), ".jsonl.gz", lambda p: clean_error(lambda: call(p), p))
+
+
+@FUZZ
 @given(line_files)
 def test_jsonl_readers_name_the_first_bad_line(lines):
     from reflectevo.records import read_jsonl

@@ -10,6 +10,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -108,8 +109,8 @@ def read_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
     try:
         # Bytes, decoded line by line, so that bad bytes are reported with their line; .gz transparently.
         handle = io.BytesIO(gzip.decompress(path.read_bytes())) if path.suffix == ".gz" else path.open("rb")
-    except (OSError, EOFError) as exc:
-        raise InputError(f"{path}: cannot read ({exc.strerror or exc})") from exc
+    except (OSError, EOFError, zlib.error) as exc:  # EOFError, zlib.error: a cut-short or damaged .gz
+        raise InputError(f"{path}: cannot read ({getattr(exc, 'strerror', None) or exc})") from exc
     with handle:
         for lineno, raw in enumerate(handle, 1):
             try:

@@ -33,16 +33,8 @@ def register_engine(name: str, description: str):
 
 
 def default_engine(model: str) -> str:
-    """llama.cpp for GGUF models on CPU-only machines when it is installed (measured faster: 8.3 vs 1.4
-    tokens/s on the shared 2-core machine, benchmarks/backends.py); transformers otherwise."""
-    import importlib.util
-    import shutil
-
-    from reflectevo.backends.models import PRESETS
-
-    gguf = str(model) in PRESETS or str(model).endswith(".gguf")
-    if gguf and importlib.util.find_spec("llama_cpp") and not shutil.which("nvidia-smi"):
-        return "llamacpp"
+    # hf stays the default: llama.cpp measured 6x faster on a contended 2-core machine, HF batched is
+    # ahead on an idle one (RUNTIME.md); see docs/backends.md before changing this.
     return "hf"
 
 

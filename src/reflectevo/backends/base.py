@@ -70,5 +70,14 @@ class Backend(ABC):
     def close(self) -> None:
         """Release the engine (processes, GPU memory, connections)."""
 
+    @property
+    def cache_identity(self) -> str:
+        """What, beside the request, decides a completion: the weights and the engine computing with them.
+
+        The same weights give different text on different engines (a Q4 GGUF in llama.cpp, bf16 in
+        transformers), so the cache never serves one engine's completion to another.
+        """
+        return f"{type(self).__name__}:{self.fingerprint}"
+
     def describe(self) -> dict:
         return {"name": self.name, "fingerprint": self.fingerprint, "engine": type(self).__name__}

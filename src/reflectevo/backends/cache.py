@@ -1,6 +1,6 @@
 """Content-addressed generation cache in SQLite, and the batching generator that uses it.
 
-A completion is stored under sha256(model fingerprint, messages, sampling parameters, seed, sample
+A completion is stored under sha256(engine + model fingerprint, messages, sampling parameters, seed, sample
 index). Each batch is committed in one transaction right after it is generated, so a run killed at any
 moment loses at most the batch in flight, and a rerun regenerates nothing that finished.
 
@@ -107,7 +107,7 @@ class Generator:
 
     def generate(self, prompts: Sequence[Messages], params: SamplingParams,
                  on_progress: Callable[[int], None] | None = None) -> list[list[Completion]]:
-        fp = self.backend.fingerprint
+        fp = self.backend.cache_identity
         keyed = [[cache_key(fp, m, params, i) for i in range(params.n)] for m in prompts]
         unique: dict[str, int] = {}  # first key of a prompt -> index of its first occurrence
         copies: Counter[str] = Counter()

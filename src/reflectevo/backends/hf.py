@@ -50,6 +50,10 @@ class HFBackend(Backend):
                 ids.add(tid)
         return sorted(i for i in ids if i is not None)
 
+    @property
+    def cache_identity(self) -> str:
+        return f"HFBackend:{self.model.dtype}:{self.fingerprint}"
+
     def render(self, messages: Messages) -> str:
         """The model's own chat template, the one policy used by generation, training and evaluation."""
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
