@@ -289,7 +289,8 @@ def trial(stage: Stage, reference: Path, duration: float, index: int, rng: rando
         parse_all(out, problems)
         stage.compare(reference, out, problems)
         cache_sound(cache, problems)
-    shutil.rmtree(out, ignore_errors=True)  # trials of `train` are large
+    if not problems:
+        shutil.rmtree(out, ignore_errors=True)  # trials of `train` are large; failed ones are kept to inspect
     return {"stage": stage.name, "trial": index, "kill_at_s": round(kill_at, 2), "killed": first["killed"],
             "first_status": first["status"], "resume_s": round(resumed["seconds"], 1), "ok": not problems,
             "problems": problems}

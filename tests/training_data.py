@@ -1,13 +1,16 @@
-"""Real curated training rows for the training tests: SmolLM2-135M's own gsm8k episodes, curated for real.
+"""Real curated training rows for the training tests, made by the real `reflectevo curate` stage.
 
-`data/gsm8k_episodes.jsonl` holds episodes from a real run of the embedded model
-(`reflectevo generate --task gsm8k --limit 16 --max-tokens 64 --reflection-max-tokens 48 -k 2 --samples 2`),
-kept to the episodes whose reflections corrected the answer (and some that did not), so each of the five
-curated datasets has rows. The fixture runs the real `reflectevo curate` stage on them.
+- `data/gsm8k_episodes.jsonl`: episodes of a real run of the embedded SmolLM2-135M
+  (`reflectevo generate --task gsm8k --limit 4 --max-tokens 64 --reflection-max-tokens 48 -k 2 --samples 2`):
+  two of its reflections corrected the answer, so D+ (settings I, II) and D± (III) have rows.
+- Dpref (IV) needs two reflections of one failure that both corrected it, which the 135M model almost
+  never produces (0 of 64 in a 16-problem run); its rows come from the ReflectEvo paper's own Dpref
+  example file (shared data), imported and curated the same way. Those rows are long (~1-2k tokens).
 """
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -16,8 +19,14 @@ EPISODES = Path(__file__).parent / "data" / "gsm8k_episodes.jsonl"
 
 
 @pytest.fixture(scope="session")
-def curated_dir(tmp_path_factory) -> Path:
+def curated_dir(tmp_path_factory, shared_data) -> Path:
     from reflectevo.stages.curate import CurateConfig, curate
 
-    out = tmp_path_factory.mktemp("training") / "curated"
-    return curate(CurateConfig(source=str(EPISODES), out=str(out), validation=0.25, dedup="none"))
+    root = tmp_path_factory.mktemp("training")
+    out = curate(CurateConfig(source=str(EPISODES), out=str(root / "curated"), validation=0.25, dedup="none",
+                              datasets=["sft_one_stage", "sft_reflect", "sft_correct", "dpo_contrastive"]))
+    paper = curate(CurateConfig(source=str(shared_data / "reflectevo" / "examples" / "example_Dpref.jsonl"),
+                                out=str(root / "paper"), validation=0.0, dedup="none", task="logiqa",
+                                datasets=["dpo_preference"]))
+    shutil.copytree(paper / "dpo_preference", out / "dpo_preference")
+    return out
