@@ -59,8 +59,7 @@ def no_model_loads(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("a model was loaded before the input was checked")
 
-    monkeypatch.setattr("reflectevo.training.common.load_model", refuse)
-    monkeypatch.setattr("reflectevo.training.run.load_model", refuse)
+    monkeypatch.setattr("reflectevo.training.run.load_model", refuse)  # the one the stage calls
 
 
 def test_bad_input_fails_clearly_before_loading_a_model(curated_dir, tmp_path, no_model_loads):

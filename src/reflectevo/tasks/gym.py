@@ -13,6 +13,7 @@ import re
 from reflectevo.errors import InputError
 from reflectevo.records import Problem, Verdict
 from reflectevo.tasks.base import Task
+from reflectevo.verify.number import extract_number
 
 # Different seeds per split, and test questions are removed from train: held-out really means held out.
 SPLIT_SEEDS = {"train": 1, "test": 2}
@@ -28,8 +29,14 @@ class GymTask(Task):
     answer_format = 'End your response with "The answer is: X".'
 
     def __init__(self, dataset: str, data_path=None, few_shot: int = 0, name: str | None = None,
-                 sizes: dict | None = None, **options):
+                 sizes: dict | None = None, numeric: bool = False, **options):
         super().__init__(data_path, few_shot)
+        # Numeric datasets: take the number the way GSM8K does (answer cue, else the last number), so
+        # "1 + 5 = 6" is read as 6 rather than as a whole line the scorer cannot match.
+        self.numeric = numeric
+        if numeric:
+            self.answer_type = "number"
+            self.answer_format = 'End your response with "The answer is: N" where N is a number.'
         try:
             import reasoning_gym  # noqa: F401
         except ModuleNotFoundError:
@@ -65,11 +72,18 @@ class GymTask(Task):
         return problems
 
     def verify(self, problem: Problem, response: str) -> Verdict:
+        if self.numeric:
+            extracted = extract_number(response)
+            if extracted is None:
+                return Verdict(correct=False, extracted=None, extraction_failed=True)
+            return self._judge(problem, extracted)
         matches = _ANSWER.findall(response)
         lines = [line.strip() for line in response.strip().splitlines() if line.strip()]
         if not matches and not lines:
             return Verdict(correct=False, extracted=None, extraction_failed=True)
-        extracted = (matches[-1] if matches else lines[-1]).strip().rstrip(".").strip("*$ ")
+        return self._judge(problem, (matches[-1] if matches else lines[-1]).strip().rstrip(".").strip("*$ "))
+
+    def _judge(self, problem: Problem, extracted: str) -> Verdict:
         score = self._scorer().score_answer(answer=extracted, entry=problem.meta["entry"])
         correct = score >= 1.0
         return Verdict(correct=correct, extracted=extracted, feedback="correct" if correct else "incorrect",
@@ -83,11 +97,11 @@ class GymTask(Task):
         return self._dataset_for_scoring
 
     def describe(self) -> dict:
-        return {**super().describe(), "dataset": self.dataset, "options": self.options,
+        return {**super().describe(), "dataset": self.dataset, "options": self.options, "numeric": self.numeric,
                 "seeds": SPLIT_SEEDS, "sizes": self.sizes}
 
 
 def arith(data_path=None, few_shot: int = 0) -> GymTask:
     """Sums and differences of two or three small numbers: within reach of a 135M model, not trivial."""
-    return GymTask("chain_sum", data_path, few_shot, name="arith", min_terms=2, max_terms=3, min_digits=1,
-                   max_digits=2)
+    return GymTask("chain_sum", data_path, few_shot, name="arith", numeric=True, min_terms=2, max_terms=3,
+                   min_digits=1, max_digits=2)

@@ -1,0 +1,48 @@
+"""Generated tasks (reasoning-gym): exact scorers, held-out test problems, numeric extraction."""
+
+import pytest
+
+from reflectevo.errors import InputError
+from reflectevo.tasks import get_task
+
+
+def test_arith_gold_answers_verify_and_wrong_ones_fail():
+    task = get_task("arith")
+    problems = task.load("test")[:50]
+    for p in problems:
+        assert task.verify(p, f"Adding up step by step.\nThe answer is: {p.gold}").correct
+        wrong = task.verify(p, f"The answer is: {int(p.gold) + 1}")
+        assert not wrong.correct and not wrong.extraction_failed
+    failed = task.verify(problems[0], "I am not sure.")
+    assert failed.extraction_failed and not failed.correct
+
+
+@pytest.mark.parametrize("response, correct", [
+    ("1 + 5 = 6\n\nThe answer is: X.", True),      # the format's placeholder copied: the last number counts
+    ("The answer is: **6**", True),
+    ("the answer is 6.", True),
+    ("1 + 5 = 7", False),
+    ("The answer is: 6.0", True),
+])
+def test_arith_extraction(response, correct):
+    task = get_task("arith")
+    problem = next(p for p in task.load("test") if p.question.endswith("1 + 5 ="))
+    assert task.verify(problem, response).correct is correct
+
+
+def test_train_never_contains_a_test_question():
+    task = get_task("arith")
+    test = {p.question for p in task.load("test")}
+    train = task.load("train")
+    assert len(train) > 500 and not test & {p.question for p in train}
+    assert task.load("test") == task.load("test")  # generated from a fixed seed
+
+
+def test_any_gym_dataset_and_bad_names():
+    task = get_task("gym:leg_counting")
+    p = task.load("test")[0]
+    assert task.verify(p, p.gold).correct
+    with pytest.raises(InputError, match="no split 'validation'"):
+        task.load("validation")
+    with pytest.raises(InputError, match="reasoning-gym cannot build 'no_such_dataset'"):
+        get_task("gym:no_such_dataset").load("test")
