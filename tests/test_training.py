@@ -126,8 +126,9 @@ def test_setting_I_lora_learns_resumes_and_loads(curated_dir, tmp_path):
 @pytest.mark.slow
 def test_setting_II_trains_reflector_and_corrector(curated_dir, tmp_path):
     out = tmp_path / "II"
+    # stage 2 prompts hold the reflection too: ~270-310 tokens on these rows
     train(TrainConfig(data=str(curated_dir), setting="II", out=str(out), learning_rate=2e-3, max_steps=6,
-                      merge=False, **FAST))
+                      merge=False, **{**FAST, "max_length": 384}))
     for stage in ("stage1", "stage2"):
         assert_learned(out / stage)
         assert "the reflector" in (out / "stage1" / "README.md").read_text()
@@ -138,12 +139,13 @@ def test_setting_III_dpo_lora_on_contrastive_pairs(curated_dir, tmp_path):
     out = tmp_path / "III"
     # beta 0.1 instead of the paper's 0.01: a visible fall of the loss within 6 steps
     train(TrainConfig(data=str(curated_dir), setting="III", out=str(out), learning_rate=1e-3, beta=0.1,
-                      max_steps=6, **FAST))
+                      max_steps=6, merge=False, **FAST))
     assert_learned(out)
     margins = losses(out, "rewards/margins")
     assert len(margins) >= 4 and margins[-1] > margins[0]
     assert "rewards/margins" in json.loads((out / "final_metrics.json").read_text())
-    assert_generates(out / "model")
+    assert not (out / "model").exists()  # merge=False: the adapter only (setting I checks merging)
+    assert_generates(out / "adapter")
 
 
 @pytest.mark.slow

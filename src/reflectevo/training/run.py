@@ -107,7 +107,7 @@ def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> 
             del trainer, model  # free the training copy before loading the one to merge
             merge_adapter(folder / "adapter", folder / "model", tokenizer)
         write_card(model_card(cfg, stage, data, final, dropped), folder, folder / "adapter", folder / "model")
-        plot_losses(folder, f"setting {cfg.setting} {stage if stage != 'model' else ''} ({cfg.method})")
+        plot_losses(folder, f"setting {cfg.setting}{' ' + stage if stage != 'model' else ''} ({cfg.method})")
         write_json(folder / FINAL, final)
     return final
 
