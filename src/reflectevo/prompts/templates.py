@@ -31,21 +31,23 @@ def feedback_text(feedback: str) -> str:
     return FEEDBACK
 
 
+def after_trial1(trial1_messages: Messages, trial1_response: str, user_turn: str) -> Messages:
+    """The trial-1 chat continued: its failed answer as the assistant turn, then a new user turn."""
+    return [*trial1_messages, {"role": "assistant", "content": trial1_response},
+            {"role": "user", "content": user_turn}]
+
+
 def reflection_prompt(trial1_messages: Messages, trial1_response: str, feedback: str,
                       instruction: str) -> Messages:
-    return [*trial1_messages,
-            {"role": "assistant", "content": trial1_response},
-            {"role": "user", "content": REFLECT.format(feedback=feedback_text(feedback),
-                                                        instruction=instruction)}]
+    return after_trial1(trial1_messages, trial1_response,
+                        REFLECT.format(feedback=feedback_text(feedback), instruction=instruction))
 
 
 def correction_prompt(trial1_messages: Messages, trial1_response: str, feedback: str,
                       reflection: str, answer_format: str) -> Messages:
-    return [*trial1_messages,
-            {"role": "assistant", "content": trial1_response},
-            {"role": "user", "content": CORRECT.format(feedback=feedback_text(feedback),
-                                                        reflection=reflection.strip(),
-                                                        answer_format=answer_format)}]
+    return after_trial1(trial1_messages, trial1_response,
+                        CORRECT.format(feedback=feedback_text(feedback), reflection=reflection.strip(),
+                                       answer_format=answer_format))
 
 
 # At test time, and in training rows, no pool instruction is given: the trained model must reflect on
@@ -67,10 +69,8 @@ def test_reflection_prompt(trial1_messages: Messages, trial1_response: str, feed
 def reflect_and_correct_prompt(trial1_messages: Messages, trial1_response: str, feedback: str,
                                answer_format: str) -> Messages:
     """One-stage (setting I): one reply holds the reflection and then the corrected solution."""
-    return [*trial1_messages,
-            {"role": "assistant", "content": trial1_response},
-            {"role": "user", "content": REFLECT_AND_CORRECT.format(feedback=feedback_text(feedback),
-                                                                    answer_format=answer_format)}]
+    return after_trial1(trial1_messages, trial1_response,
+                        REFLECT_AND_CORRECT.format(feedback=feedback_text(feedback), answer_format=answer_format))
 
 
 # Oracle-free evaluation: before reflecting, the model judges its own answer; no gold feedback is shown.
@@ -81,6 +81,4 @@ SELF_CHECK = (
 
 
 def self_check_prompt(trial1_messages: Messages, trial1_response: str) -> Messages:
-    return [*trial1_messages,
-            {"role": "assistant", "content": trial1_response},
-            {"role": "user", "content": SELF_CHECK}]
+    return after_trial1(trial1_messages, trial1_response, SELF_CHECK)
