@@ -178,13 +178,29 @@ def run_iteration(cfg: EvolveConfig, k: int, models: Models) -> Models:
         generate(gcfg)
     ccfg = curate_config(cfg, k)
     if not _done(Path(ccfg.out) / "curation.json"):
-        curate(ccfg)
+        try:
+            curate(ccfg)
+        except InputError as exc:  # e.g. no reflection corrected any answer: nothing to learn from
+            raise NothingToLearn(str(exc)) from exc
     tcfg = train_config(cfg, k, models)
     stage_dirs = [Path(tcfg.out) / name if len(STAGES[cfg.setting]) > 1 else Path(tcfg.out)
                   for name, _, _ in STAGES[cfg.setting]]
     if not all(_done(d / "final_metrics.json") for d in stage_dirs):
+        missing = [name for _, name, _ in STAGES[cfg.setting] if not _has_rows(Path(ccfg.out) / name)]
+        if missing:
+            raise NothingToLearn(f"setting {cfg.setting} needs {', '.join(missing)}, which curation left empty "
+                                 f"({Path(ccfg.out) / 'curation.json'})")
         train(tcfg)
     return trained_models(cfg, folder / "train")
+
+
+class NothingToLearn(Exception):
+    """An iteration produced no training rows for the setting: the loop stops there, keeping its best."""
+
+
+def _has_rows(dataset: Path) -> bool:
+    train = dataset / "train.jsonl"
+    return train.is_file() and train.stat().st_size > 0
 
 
 def improved(history: list[dict], cfg: EvolveConfig) -> bool:
@@ -221,7 +237,12 @@ def evolve(cfg: EvolveConfig, dry_run: bool = False) -> Path:
     for k in range(1, cfg.iterations + 1):
         so_far = ", ".join(f"{h['score']:.3f}" for h in history)
         console.rule(f"[bold]iteration {k} of {cfg.iterations}: {cfg.metric} so far {so_far}")
-        trained = run_iteration(cfg, k, models)
+        try:
+            trained = run_iteration(cfg, k, models)
+        except NothingToLearn as exc:
+            stopped = f"iteration {k} had nothing to learn from: {exc}"
+            console.print(f"[yellow]stopping:[/yellow] {stopped}")
+            break
         results = run_evaluate(cfg, k, trained)
         score, ci = metric_of(results, cfg.metric)
         folder = iter_dir(cfg, k)
