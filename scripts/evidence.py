@@ -84,7 +84,7 @@ def plot(rows: list[dict], path: Path) -> None:
     plt.close(fig)
 
 
-def write_markdown(args, rows: list[dict], seconds: float, path: Path) -> None:
+def write_markdown(args, rows: list[dict], failed: list[dict], seconds: float, path: Path) -> None:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     lines = [
         "# Evidence: does reflection learning help the 135M default model?", "",
@@ -94,15 +94,17 @@ def write_markdown(args, rows: list[dict], seconds: float, path: Path) -> None:
         f"alpha=32. Task `{args.task}`: held-out test problems never seen in training.", "",
         "Gain = trained minus untrained on the same test problems; 95% CI by paired bootstrap over problems. "
         "**shown** means the whole interval is above zero.", "",
-        "| model | n | Acc@t1 untrained → trained | Acc@t2 (oracle-gated) untrained → trained | gain [95% CI] | shown | "
+        "| model | train rows (reflections that corrected / all) | n test | Acc@t1 untrained → trained | Acc@t2 (oracle-gated) untrained → trained | gain [95% CI] | shown | "
         "Acc@t2 oracle-free gain [95% CI] |",
-        "|---|---:|---|---|---|---|---|"]
+        "|---|---|---:|---|---|---|---|---|"]
     for r in rows:
         t1, t2, free = r["acc_t1"], r["acc_t2_oracle"], r.get("acc_t2_free")
         free_text = (f"{pct(free['gain'])} [{pct(free['ci'][0])}, {pct(free['ci'][1])}]" if free else "-")
-        lines.append(f"| {r['label']} | {r['n']} | {pct(t1['untrained'])} → {pct(t1['trained'])} | "
+        used = max(r["rows"].values()) if r.get("rows") else 0
+        lines.append(f"| {r['label']} | {used} ({r.get('corrected', '?')} / {r.get('reflections', '?')}) | {r['n']} | {pct(t1['untrained'])} → {pct(t1['trained'])} | "
                      f"{pct(t2['untrained'])} → {pct(t2['trained'])} | {pct(t2['gain'])} "
                      f"[{pct(t2['ci'][0])}, {pct(t2['ci'][1])}] | {'yes' if t2['shown'] else 'no'} | {free_text} |")
+    lines += [f"| {r['label']} | - | - | not trained: {r['error'][:200]} | | | | |" for r in failed]
     lines += ["", "![gains](evidence.png)", "",
               "Raw results: `results.json` and `samples.jsonl` under each `setting_*/iter_*/evaluate/` of the run "
               "directory; the numbers above are in `docs/evidence.json`."]
@@ -122,6 +124,8 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--cache", default=None)
     parser.add_argument("--docs", default="docs")
+    parser.add_argument("--report-only", action="store_true",
+                        help="summarise the loops already in --out (e.g. of an interrupted run) without running")
     args = parser.parse_args()
 
     started = time.time()
@@ -130,23 +134,33 @@ def main() -> None:
         iterations = 2 if setting == args.second_iteration else 1
         cfg = loop_config(args, setting, iterations)
         try:
-            evolve(cfg)
-        except Exception as exc:  # one setting failing (e.g. no D± pairs) must not hide the others
+            if not args.report_only:
+                evolve(cfg)
+        except Exception as exc:  # one setting failing must not hide the others
             print(f"setting {setting}: {type(exc).__name__}: {exc}")
             rows.append({"label": f"setting {setting}", "error": str(exc)})
             continue
         loop = Path(cfg.out)
+        if (loop / "evolve.json").is_file():
+            stopped = json.loads((loop / "evolve.json").read_text())["stopped"]
+            if "nothing to learn" in stopped:
+                rows.append({"label": f"setting {setting}", "error": stopped})
         for k in range(1, iterations + 1):
             if (loop / f"iter_{k}" / "evaluate" / "samples.jsonl").is_file():
                 gain = paired_gain(loop / "iter_0" / "evaluate", loop / f"iter_{k}" / "evaluate")
-                rows.append({"label": f"setting {setting}, iteration {k}", **gain})
+                curation = json.loads((loop / f"iter_{k}" / "curate" / "curation.json").read_text())
+                rows.append({"label": f"setting {setting}, iteration {k}", **gain,
+                             "rows": {name: d["train"] for name, d in curation["datasets"].items()},
+                             "reflections": curation["reflections"],
+                             "corrected": curation["reflections_kept_correct"]})
     seconds = time.time() - started
     docs = Path(args.docs)
+    docs.mkdir(parents=True, exist_ok=True)
     ok = [r for r in rows if "error" not in r]
     (docs / "evidence.json").write_text(json.dumps({"args": vars(args), "rows": rows, "seconds": seconds}, indent=2))
     if ok:
         plot(ok, docs / "evidence.png")
-        write_markdown(args, ok, seconds, docs / "evidence.md")
+        write_markdown(args, ok, [r for r in rows if "error" in r], seconds, docs / "evidence.md")
     for r in rows:
         print(json.dumps(r))
 
