@@ -24,6 +24,7 @@ from reflectevo.config import build
 from reflectevo.report.metrics import LEVEL
 from reflectevo.stages.evaluate import outcome, read_samples
 from reflectevo.stages.evolve import EvolveConfig, evolve
+from reflectevo.training.config import STAGES
 
 SETTINGS = ("I", "II", "III", "IV")
 
@@ -94,13 +95,14 @@ def write_markdown(args, rows: list[dict], failed: list[dict], seconds: float, p
         f"alpha=32. Task `{args.task}`: held-out test problems never seen in training.", "",
         "Gain = trained minus untrained on the same test problems; 95% CI by paired bootstrap over problems. "
         "**shown** means the whole interval is above zero.", "",
-        "| model | train rows (reflections that corrected / all) | n test | Acc@t1 untrained → trained | Acc@t2 (oracle-gated) untrained → trained | gain [95% CI] | shown | "
+        "| model | train rows of the setting (kept reflections that corrected / all reflections) | n test | Acc@t1 untrained → trained | Acc@t2 (oracle-gated) untrained → trained | gain [95% CI] | shown | "
         "Acc@t2 oracle-free gain [95% CI] |",
         "|---|---|---:|---|---|---|---|---|"]
     for r in rows:
         t1, t2, free = r["acc_t1"], r["acc_t2_oracle"], r.get("acc_t2_free")
         free_text = (f"{pct(free['gain'])} [{pct(free['ci'][0])}, {pct(free['ci'][1])}]" if free else "-")
-        used = max(r["rows"].values()) if r.get("rows") else 0
+        setting = r["label"].split(",")[0].split()[-1]
+        used = "+".join(str(r["rows"].get(name, 0)) for _, name, _ in STAGES[setting])
         lines.append(f"| {r['label']} | {used} ({r.get('corrected', '?')} / {r.get('reflections', '?')}) | {r['n']} | {pct(t1['untrained'])} → {pct(t1['trained'])} | "
                      f"{pct(t2['untrained'])} → {pct(t2['trained'])} | {pct(t2['gain'])} "
                      f"[{pct(t2['ci'][0])}, {pct(t2['ci'][1])}] | {'yes' if t2['shown'] else 'no'} | {free_text} |")
