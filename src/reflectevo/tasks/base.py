@@ -66,10 +66,16 @@ class Task(ABC):
     def question_text(self, problem: Problem) -> str:
         return problem.question
 
+    def shots(self) -> list[tuple[str, str]]:
+        """The few-shot examples shown in every prompt, read once (some tasks load a split for them)."""
+        if getattr(self, "_shots", None) is None:
+            self._shots = self.examples()[: self.few_shot] if self.few_shot else []
+        return self._shots
+
     def prompt(self, problem: Problem) -> Messages:
         """The trial-1 message list for `problem`."""
         parts = [self.instruction]
-        for question, answer in self.examples()[: self.few_shot]:
+        for question, answer in self.shots():
             parts.append(f"Question: {question}\nAnswer: {answer}")
         parts.append(f"Question: {self.question_text(problem)}")
         parts.append(self.answer_format)
