@@ -130,7 +130,7 @@ def runs(tmp_path):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
-def test_report_renders_in_chromium_with_all_plots(runs, tmp_path):
+def test_report_renders_in_chromium_with_all_plots(runs, tmp_path, shared_data):
     html_path, md_path = write_report(runs, tmp_path / "out" / "report.html", [PAPER_RAW])
     page = html_path.read_text(encoding="utf-8")
     # Self-contained: no external URL in any src/href/url(), every image inline.
