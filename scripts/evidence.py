@@ -71,7 +71,7 @@ def plot(rows: list[dict], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.5))
-    labels = [r["label"] for r in rows]
+    labels = [r["label"].replace(", ", "\n") for r in rows]
     gains = [100 * r["acc_t2_oracle"]["gain"] for r in rows]
     errors = np.array([[100 * (r["acc_t2_oracle"]["gain"] - r["acc_t2_oracle"]["ci"][0]),
                         100 * (r["acc_t2_oracle"]["ci"][1] - r["acc_t2_oracle"]["gain"])] for r in rows]).T
