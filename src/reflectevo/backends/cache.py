@@ -106,7 +106,8 @@ class Generator:
         return self.backend.model_id
 
     def generate(self, prompts: Sequence[Messages], params: SamplingParams,
-                 on_progress: Callable[[int], None] | None = None) -> list[list[Completion]]:
+                 on_progress: Callable[..., None] | None = None) -> list[list[Completion]]:
+        """n completions per prompt. `on_progress(count, cached=bool)` follows each batch (see progress.py)."""
         fp = self.backend.cache_identity
         keyed = [[cache_key(fp, m, params, i) for i in range(params.n)] for m in prompts]
         unique: dict[str, int] = {}  # first key of a prompt -> index of its first occurrence
@@ -121,7 +122,8 @@ class Generator:
             batch = order[start:start + size]
             wanted = [k for i in batch for k in keyed[i]]
             found = self.cache.get_many(wanted) if self.cache is not None else {}
-            if len(found) < len(wanted):
+            cached = len(found) == len(wanted)
+            if not cached:
                 outputs = self.backend.generate([prompts[i] for i in batch], params)
                 fresh = [(k, c) for i, outs in zip(batch, outputs) for k, c in zip(keyed[i], outs)]
                 self.generated_tokens += sum(c.tokens for _, c in fresh)
@@ -132,7 +134,7 @@ class Generator:
                     found = dict(fresh)
             results.update(found)
             if on_progress:
-                on_progress(sum(copies[keyed[i][0]] for i in batch))
+                on_progress(sum(copies[keyed[i][0]] for i in batch), cached=cached)
         return [[results[k] for k in keys] for keys in keyed]
 
 
