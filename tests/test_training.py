@@ -190,3 +190,16 @@ def test_shipped_accelerate_configs_load(name, kind):
     assert config.distributed_type.value == kind and config.mixed_precision == "bf16"
     with pytest.raises(InputError, match="shipped: deepspeed_zero3, fsdp"):
         accelerate_config("zero9")
+
+
+def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path):
+    """A SIGKILL during the Trainer's save leaves a folder without trainer_state.json: never resume from it."""
+    from reflectevo.training.run import last_complete_checkpoint
+
+    for step in (2, 4, 6):
+        (tmp_path / f"checkpoint-{step}").mkdir()
+    for step in (2, 4):
+        (tmp_path / f"checkpoint-{step}" / "trainer_state.json").write_text("{}")
+    assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
+    assert not (tmp_path / "checkpoint-6").exists()
+    assert last_complete_checkpoint(tmp_path / "missing") is None

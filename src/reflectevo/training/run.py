@@ -12,6 +12,7 @@ Layout of OUT (setting II has one such folder per stage, OUT/stage1 and OUT/stag
 from __future__ import annotations
 
 import json
+import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
@@ -57,10 +58,26 @@ def _last_logged(history: list[dict], key: str):
     return next((entry[key] for entry in reversed(history) if key in entry), None)
 
 
+def last_complete_checkpoint(checkpoints: Path) -> str | None:
+    """The newest checkpoint the Trainer finished writing; half-written ones (a kill during the save) go.
+
+    The Trainer writes trainer_state.json last, so a checkpoint folder without it is incomplete, and
+    resuming from it would fail.
+    """
+    if not checkpoints.is_dir():
+        return None
+    found = sorted((p for p in checkpoints.glob("checkpoint-*") if p.name.split("-")[-1].isdigit()),
+                   key=lambda p: int(p.name.split("-")[-1]), reverse=True)
+    for candidate in found:
+        if (candidate / "trainer_state.json").is_file():
+            return str(candidate)
+        console.print(f"[yellow]removing incomplete checkpoint {candidate} (interrupted while saving)[/yellow]")
+        shutil.rmtree(candidate, ignore_errors=True)
+    return None
+
+
 def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> dict:
     from datasets import Dataset
-    from transformers.trainer_utils import get_last_checkpoint
-
     from reflectevo.training import dpo, sft
 
     ref = resolve_base(cfg)
@@ -83,7 +100,7 @@ def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> 
     chat.check_rendering(trainer.train_dataset, train_rows, tokenizer, cfg.max_length)
 
     checkpoints = folder / "checkpoints"
-    last = get_last_checkpoint(str(checkpoints)) if cfg.resume and checkpoints.is_dir() else None
+    last = last_complete_checkpoint(checkpoints) if cfg.resume else None
     if last:
         console.print(f"resuming {folder} from {last}")
     result = trainer.train(resume_from_checkpoint=last)
