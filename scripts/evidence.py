@@ -37,7 +37,8 @@ def loop_config(args, setting: str, iterations: int) -> EvolveConfig:
         "cache": args.cache,
         "generate": {"num_instructions": args.instructions, "samples": 2, **tokens},
         "curate": {"validation": 0.1},
-        "train": {"epochs": args.epochs, "batch_size": 8, "max_length": 512, "logging_steps": 5},
+        "train": {"epochs": args.epochs, "learning_rate": args.lr, "batch_size": args.batch_size, "max_length": 512,
+                  "logging_steps": 5},
         "evaluate": {**tokens, "self_check_max_tokens": 16, "bootstrap": 2000},
     }, "evidence")
 
@@ -90,7 +91,8 @@ def write_markdown(args, rows: list[dict], failed: list[dict], seconds: float, p
     lines = [
         "# Evidence: does reflection learning help the 135M default model?", "",
         f"Command: `python scripts/evidence.py --task {args.task} --train {args.train} --test {args.test} "
-        f"--max-tokens {args.max_tokens} --instructions {args.instructions} --epochs {args.epochs}` "
+        f"--max-tokens {args.max_tokens} --instructions {args.instructions} --epochs {args.epochs} --lr {args.lr} "
+        f"--batch-size {args.batch_size}` "
         f"({seconds / 60:.0f} min on this machine). Model: SmolLM2-135M-Instruct (embedded default), LoRA r=8, "
         f"alpha=32. Task `{args.task}`: held-out test problems never seen in training.", "",
         "Gain = trained minus untrained on the same test problems; 95% CI by paired bootstrap over problems. "
@@ -121,7 +123,9 @@ def main() -> None:
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--instructions", type=int, default=2, help="pool instructions per failure (x2 samples)")
-    parser.add_argument("--epochs", type=float, default=2)
+    parser.add_argument("--epochs", type=float, default=3)
+    parser.add_argument("--lr", type=float, default=3e-4, help="LoRA learning rate")
+    parser.add_argument("--batch-size", type=int, default=4, help="training rows per step")
     parser.add_argument("--second-iteration", default="I", help="setting that also runs a second iteration")
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--cache", default=None)

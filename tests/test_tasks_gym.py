@@ -30,11 +30,21 @@ def test_arith_extraction(response, correct):
     assert task.verify(problem, response).correct is correct
 
 
-def test_train_never_contains_a_test_question():
-    task = get_task("arith")
+def test_add_is_two_number_sums_with_exact_answers():
+    task = get_task("add")
+    for p in task.load("test")[:50] + task.load("train")[:50]:
+        a, b = (int(x) for x in p.question.removeprefix("Calculate ").rstrip(".").split(" + "))
+        assert 0 <= a < 100 and 0 <= b < 100 and int(p.gold) == a + b
+        assert task.verify(p, f"{a} + {b} = {a + b}").correct
+        assert not task.verify(p, f"The answer is: {a + b + 1}").correct
+
+
+@pytest.mark.parametrize("name", ["arith", "add"])
+def test_train_never_contains_a_test_question(name):
+    task = get_task(name)
     test = {p.question for p in task.load("test")}
     train = task.load("train")
-    assert len(train) > 500 and not test & {p.question for p in train}
+    assert len(train) > 500 and len(train) > len(task.load("test")) and not test & {p.question for p in train}
     assert task.load("test") == task.load("test")  # generated from a fixed seed
 
 
