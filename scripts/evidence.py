@@ -97,15 +97,17 @@ def write_markdown(args, rows: list[dict], failed: list[dict], seconds: float, p
         f"alpha=32. Task `{args.task}`: held-out test problems never seen in training.", "",
         "Gain = trained minus untrained on the same test problems; 95% CI by paired bootstrap over problems. "
         "**shown** means the whole interval is above zero.", "",
-        "| model | train rows of the setting (kept reflections that corrected / all reflections) | n test | Acc@t1 untrained → trained | Acc@t2 (oracle-gated) untrained → trained | gain [95% CI] | shown | "
-        "Acc@t2 oracle-free gain [95% CI] |",
+        "| model | train rows of the setting (kept reflections that corrected / all reflections) | n test | "
+        "Acc@t1 untrained → trained (gain [95% CI]) | Acc@t2 (oracle-gated) untrained → trained | gain [95% CI] | "
+        "shown | Acc@t2 oracle-free gain [95% CI] |",
         "|---|---|---:|---|---|---|---|---|"]
     for r in rows:
         t1, t2, free = r["acc_t1"], r["acc_t2_oracle"], r.get("acc_t2_free")
         free_text = (f"{pct(free['gain'])} [{pct(free['ci'][0])}, {pct(free['ci'][1])}]" if free else "-")
         setting = r["label"].split(",")[0].split()[-1]
         used = "+".join(str(r["rows"].get(name, 0)) for _, name, _ in STAGES[setting])
-        lines.append(f"| {r['label']} | {used} ({r.get('corrected', '?')} / {r.get('reflections', '?')}) | {r['n']} | {pct(t1['untrained'])} → {pct(t1['trained'])} | "
+        lines.append(f"| {r['label']} | {used} ({r.get('corrected', '?')} / {r.get('reflections', '?')}) | {r['n']} | {pct(t1['untrained'])} → {pct(t1['trained'])} "
+                     f"({pct(t1['gain'])} [{pct(t1['ci'][0])}, {pct(t1['ci'][1])}]) | "
                      f"{pct(t2['untrained'])} → {pct(t2['trained'])} | {pct(t2['gain'])} "
                      f"[{pct(t2['ci'][0])}, {pct(t2['ci'][1])}] | {'yes' if t2['shown'] else 'no'} | {free_text} |")
     lines += [f"| {r['label']} | - | - | not trained: {r['error'][:200]} | | | | |" for r in failed]
@@ -117,12 +119,12 @@ def write_markdown(args, rows: list[dict], failed: list[dict], seconds: float, p
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="arith")
+    parser.add_argument("--task", default="add")
     parser.add_argument("--out", default="runs/evidence")
-    parser.add_argument("--train", type=int, default=200)
+    parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--test", type=int, default=200)
-    parser.add_argument("--max-tokens", type=int, default=64)
-    parser.add_argument("--instructions", type=int, default=2, help="pool instructions per failure (x2 samples)")
+    parser.add_argument("--max-tokens", type=int, default=48)
+    parser.add_argument("--instructions", type=int, default=4, help="pool instructions per failure (x2 samples)")
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--lr", type=float, default=3e-4, help="LoRA learning rate")
     parser.add_argument("--batch-size", type=int, default=4, help="training rows per step")

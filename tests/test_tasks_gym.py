@@ -32,6 +32,8 @@ def test_arith_extraction(response, correct):
 
 def test_add_is_two_number_sums_with_exact_answers():
     task = get_task("add")
+    # no instruction: the prompt is the question and the answer format, without an empty paragraph
+    assert task.prompt(task.load("test")[0])[0]["content"] == "Question: Calculate 4 + 1.\n\nReply with only the number."
     for p in task.load("test")[:50] + task.load("train")[:50]:
         a, b = (int(x) for x in p.question.removeprefix("Calculate ").rstrip(".").split(" + "))
         assert 0 <= a < 100 and 0 <= b < 100 and int(p.gold) == a + b

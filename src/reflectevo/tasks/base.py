@@ -79,7 +79,7 @@ class Task(ABC):
             parts.append(f"Question: {question}\nAnswer: {answer}")
         parts.append(f"Question: {self.question_text(problem)}")
         parts.append(self.answer_format)
-        return [{"role": "user", "content": "\n\n".join(parts)}]
+        return [{"role": "user", "content": "\n\n".join(part for part in parts if part)}]
 
     def describe(self) -> dict:
         return {"name": self.name, "version": self.version, "answer_type": self.answer_type,

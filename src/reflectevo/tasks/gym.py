@@ -115,8 +115,15 @@ def arith(data_path=None, few_shot: int = 0) -> GymTask:
 
 
 def add(data_path=None, few_shot: int = 0) -> GymTask:
-    """Sums of two numbers below 100: the 135M model gets about one in five right, so there are
-    failures to reflect on and enough corrected ones to learn from."""
-    return GymTask("basic_arithmetic", data_path, few_shot, name="add", numeric=True, operators=("+",),
+    """Sums of two numbers below 100, answered directly.
+
+    The 135M model gets about 10% of these right when told to think step by step (it talks until the
+    token budget runs out) and about 37% when asked for the number only: a task with failures to
+    reflect on and skill to build on, which is what reflection learning needs to show anything.
+    """
+    task = GymTask("basic_arithmetic", data_path, few_shot, name="add", numeric=True, operators=("+",),
                    min_terms=2, max_terms=2, min_digits=1, max_digits=2, allow_negation=False,
                    allow_parentheses=False)
+    task.instruction = ""
+    task.answer_format = "Reply with only the number."
+    return task

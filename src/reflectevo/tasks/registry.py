@@ -53,5 +53,5 @@ def _load_builtin() -> None:
     _DESCRIPTIONS.setdefault("arith", "sums of 2-3 small numbers from reasoning-gym chain_sum; exact scorer; "
                                       "the quickstart's task")
     _REGISTRY.setdefault("add", gym.add)
-    _DESCRIPTIONS.setdefault("add", "sums of two numbers below 100 from reasoning-gym basic_arithmetic; exact "
+    _DESCRIPTIONS.setdefault("add", "sums of two numbers below 100, number-only answers (reasoning-gym); exact "
                                     "scorer; the evidence task")
