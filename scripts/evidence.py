@@ -1,6 +1,6 @@
 """Does reflection learning help? Settings I-IV side by side, and a second iteration, on held-out problems.
 
-    python scripts/evidence.py --out runs/evidence            # then read docs/evidence.md
+    python scripts/evidence.py --out runs/evidence            # then read docs/evidence_run.md
 
 For each setting, `reflectevo evolve` runs from the untrained default model: iteration 0 evaluates the
 untrained model on the test split (in the setting's own test-time mode), iteration k generates on the
@@ -89,7 +89,7 @@ def plot(rows: list[dict], path: Path) -> None:
 def write_markdown(args, rows: list[dict], failed: list[dict], seconds: float, path: Path) -> None:
     pct = lambda v: f"{100 * v:.1f}"  # noqa: E731
     lines = [
-        "# Evidence: does reflection learning help the 135M default model?", "",
+        "# Evidence run: settings I-IV on held-out problems (written by scripts/evidence.py)", "",
         f"Command: `python scripts/evidence.py --task {args.task} --train {args.train} --test {args.test} "
         f"--max-tokens {args.max_tokens} --instructions {args.instructions} --epochs {args.epochs} --lr {args.lr} "
         f"--batch-size {args.batch_size}` "
@@ -168,7 +168,7 @@ def main() -> None:
     (docs / "evidence.json").write_text(json.dumps({"args": vars(args), "rows": rows, "seconds": seconds}, indent=2))
     if ok:
         plot(ok, docs / "evidence.png")
-        write_markdown(args, ok, [r for r in rows if "error" in r], seconds, docs / "evidence.md")
+        write_markdown(args, ok, [r for r in rows if "error" in r], seconds, docs / "evidence_run.md")
     for r in rows:
         print(json.dumps(r))
 
