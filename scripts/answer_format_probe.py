@@ -2,20 +2,20 @@
 
     python scripts/answer_format_probe.py --task add --limit 200
 
-Greedy trial 1 on the test split with the task's own prompt, then with the question followed by
-"Reply with only the number." (numeric tasks). Quoted in docs/evidence.md.
+Greedy trial 1 on the test split, told to think step by step (the generated tasks' default prompt),
+then with only the question and "Reply with only the number." (numeric tasks). Quoted in docs/evidence.md.
 """
 
 from __future__ import annotations
 
 import argparse
 
+import copy
+
 from reflectevo.backends import load_backend
 from reflectevo.backends.base import SamplingParams
 from reflectevo.tasks import get_task
-
-STEP_BY_STEP = "Solve the problem. Think step by step."
-STEP_BY_STEP_FORMAT = 'End your response with "The answer is: N" where N is a number.'
+from reflectevo.tasks.gym import NUMERIC_ANSWER_FORMAT, GymTask
 
 
 def main() -> None:
@@ -29,11 +29,11 @@ def main() -> None:
     task = get_task(args.task)
     problems = task.load("test")[: args.limit]
     backend = load_backend(args.model)
-    formats = {
-        "step by step": lambda p: [{"role": "user", "content": f"{STEP_BY_STEP}\n\nQuestion: {p.question}\n\n"
-                                                                f"{STEP_BY_STEP_FORMAT}"}],
-        "number only": lambda p: [{"role": "user", "content": f"Question: {p.question}\n\nReply with only the number."}],
-    }
+    # The same task and prompt builder; only the instruction and the answer format differ.
+    step_by_step, number_only = copy.copy(task), copy.copy(task)
+    step_by_step.instruction, step_by_step.answer_format = GymTask.instruction, NUMERIC_ANSWER_FORMAT
+    number_only.instruction, number_only.answer_format = "", "Reply with only the number."
+    formats = {"step by step": step_by_step.prompt, "number only": number_only.prompt}
     for name, prompt in formats.items():
         outputs = backend.generate([prompt(p) for p in problems], SamplingParams(max_tokens=args.max_tokens))
         right = sum(task.verify(p, o[0].text).correct for p, o in zip(problems, outputs))

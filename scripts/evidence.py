@@ -105,8 +105,7 @@ def write_markdown(args, rows: list[dict], failed: list[dict], seconds: float, p
     for r in rows:
         t1, t2, free = r["acc_t1"], r["acc_t2_oracle"], r.get("acc_t2_free")
         free_text = (f"{pct(free['gain'])} [{pct(free['ci'][0])}, {pct(free['ci'][1])}]" if free else "-")
-        setting = r["label"].split(",")[0].split()[-1]
-        used = "+".join(str(r["rows"].get(name, 0)) for _, name, _ in STAGES[setting])
+        used = "+".join(str(r["rows"].get(name, 0)) for _, name, _ in STAGES[r["setting"]])
         lines.append(f"| {r['label']} | {used} ({r.get('corrected', '?')} / {r.get('reflections', '?')}) | {r['n']} | {pct(t1['untrained'])} → {pct(t1['trained'])} "
                      f"({pct(t1['gain'])} [{pct(t1['ci'][0])}, {pct(t1['ci'][1])}]) | "
                      f"{pct(t2['untrained'])} → {pct(t2['trained'])} | {pct(t2['gain'])} "
@@ -158,7 +157,7 @@ def main() -> None:
             if (loop / f"iter_{k}" / "evaluate" / "samples.jsonl").is_file():
                 gain = paired_gain(loop / "iter_0" / "evaluate", loop / f"iter_{k}" / "evaluate")
                 curation = json.loads((loop / f"iter_{k}" / "curate" / "curation.json").read_text())
-                rows.append({"label": f"setting {setting}, iteration {k}", **gain,
+                rows.append({"label": f"setting {setting}, iteration {k}", "setting": setting, **gain,
                              "rows": {name: d["train"] for name, d in curation["datasets"].items()},
                              "reflections": curation["reflections"],
                              "corrected": curation["reflections_kept_correct"]})

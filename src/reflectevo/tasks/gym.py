@@ -28,6 +28,8 @@ def split_of(question: str) -> str:
     return "test" if int(hashlib.sha256(question.encode()).hexdigest(), 16) % 100 < TEST_PERCENT else "train"
 
 
+NUMERIC_ANSWER_FORMAT = 'End your response with "The answer is: N" where N is a number.'
+
 _ANSWER = re.compile(r"answer\s*(?:is)?\s*[:=]?\s*\**\s*(.+)", re.IGNORECASE)
 
 
@@ -38,14 +40,19 @@ class GymTask(Task):
     answer_format = 'End your response with "The answer is: X".'
 
     def __init__(self, dataset: str, data_path=None, few_shot: int = 0, name: str | None = None,
-                 pool_size: int = POOL_SIZE, numeric: bool = False, **options):
+                 pool_size: int = POOL_SIZE, numeric: bool = False, instruction: str | None = None,
+                 answer_format: str | None = None, **options):
         super().__init__(data_path, few_shot)
         # Numeric datasets: take the number the way GSM8K does (answer cue, else the last number), so
         # "1 + 5 = 6" is read as 6 rather than as a whole line the scorer cannot match.
         self.numeric = numeric
         if numeric:
             self.answer_type = "number"
-            self.answer_format = 'End your response with "The answer is: N" where N is a number.'
+            self.answer_format = NUMERIC_ANSWER_FORMAT
+        if instruction is not None:
+            self.instruction = instruction
+        if answer_format is not None:
+            self.answer_format = answer_format
         try:
             import reasoning_gym  # noqa: F401
         except ModuleNotFoundError:
@@ -121,9 +128,6 @@ def add(data_path=None, few_shot: int = 0) -> GymTask:
     token budget runs out) and about 37% when asked for the number only: a task with failures to
     reflect on and skill to build on, which is what reflection learning needs to show anything.
     """
-    task = GymTask("basic_arithmetic", data_path, few_shot, name="add", numeric=True, operators=("+",),
-                   min_terms=2, max_terms=2, min_digits=1, max_digits=2, allow_negation=False,
-                   allow_parentheses=False)
-    task.instruction = ""
-    task.answer_format = "Reply with only the number."
-    return task
+    return GymTask("basic_arithmetic", data_path, few_shot, name="add", numeric=True, instruction="",
+                   answer_format="Reply with only the number.", operators=("+",), min_terms=2, max_terms=2,
+                   min_digits=1, max_digits=2, allow_negation=False, allow_parentheses=False)
