@@ -9,6 +9,11 @@ untrained model's episodes are generated once and shared by all settings. The ga
 is its held-out Acc@t2 minus the untrained model's on the same problems, with a paired bootstrap 95% CI
 (problems resampled; both models' outcomes of a problem move together). A gain counts as shown only if
 the whole interval lies above zero.
+
+The control asks whether a gain is due to reflection at all: it repeats setting I's LoRA rounds with the
+same settings and as many rows, made of the model's own *right trial-1 answers* (no failure, no feedback,
+no reflection), and evaluates on the same test problems. Round k takes its rows from the loop's
+iteration-k generation, so the control costs two trainings and two evaluations, no generation.
 """
 
 from __future__ import annotations
@@ -23,7 +28,9 @@ import numpy as np
 from reflectevo.config import build
 from reflectevo.report.metrics import LEVEL
 from reflectevo.stages.evaluate import outcome, read_samples
-from reflectevo.stages.evolve import EvolveConfig, evolve
+from reflectevo.stages.evaluate import evaluate
+from reflectevo.stages.evolve import EvolveConfig, Models, evaluate_config, evolve, train_config
+from reflectevo.training import train
 from reflectevo.training.config import STAGES
 
 SETTINGS = ("I", "II", "III", "IV")
@@ -35,13 +42,50 @@ def loop_config(args, setting: str, iterations: int) -> EvolveConfig:
         "task": args.task, "out": str(Path(args.out) / f"setting_{setting}"), "setting": setting,
         "iterations": iterations, "patience": iterations, "train_limit": args.train, "test_limit": args.test,
         "cache": args.cache,
-        "generate": {"num_instructions": args.instructions, "samples": 2, **tokens},
+        "generate": {"num_instructions": args.instructions, "samples": args.samples, **tokens},
         "curate": {"validation": 0.1},
         # DPO takes a tenth of the SFT rate, the library's own default ratio (the same rate hurt run 3).
         "train": {"epochs": args.epochs, "learning_rate": args.lr / 10 if setting in ("III", "IV") else args.lr,
                   "batch_size": args.batch_size, "max_length": 512, "logging_steps": 5},
         "evaluate": {**tokens, "self_check_max_tokens": 16, "bootstrap": 2000},
     }, "evidence")
+
+
+def control_rows(loop: Path, k: int) -> dict[str, list[dict]]:
+    """As many rows as setting I trained on in iteration k, made of that generation's right trial-1 answers."""
+    curated = loop / f"iter_{k}" / "curate" / "sft_one_stage"
+    sizes = {split: sum(1 for _ in open(curated / f"{split}.jsonl")) for split in ("train", "validation")}
+    episodes = [json.loads(line) for line in open(loop / f"iter_{k}" / "generate" / "episodes.jsonl")]
+    rows = [{"prompt": e["trial1"]["messages"],
+             "completion": [{"role": "assistant", "content": e["trial1"]["response"]}],
+             "task": e["task"], "episode_id": e["id"]} for e in episodes if e["trial1"]["verdict"]["correct"]]
+    return {"train": rows[: sizes["train"]], "validation": rows[sizes["train"]: sizes["train"] + sizes["validation"]]}
+
+
+def run_control(loop_cfg: EvolveConfig, out: Path) -> list[dict]:
+    """Setting I's LoRA rounds on right trial-1 answers; one row of gains per round."""
+    loop, rows = Path(loop_cfg.out), []
+    models = Models(generator=loop_cfg.model, reflector=loop_cfg.model)
+    k = 1
+    while (loop / f"iter_{k}" / "train" / "final_metrics.json").is_file():
+        data = out / f"iter_{k}" / "data"
+        if not (data / "sft_one_stage" / "train.jsonl").is_file():
+            (data / "sft_one_stage").mkdir(parents=True, exist_ok=True)
+            for split, chosen in control_rows(loop, k).items():
+                (data / "sft_one_stage" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
+        sizes = {"sft_one_stage": sum(1 for _ in open(data / "sft_one_stage" / "train.jsonl"))}
+        tcfg = train_config(loop_cfg, k, models).model_copy(update={"data": str(data), "out": str(out / f"iter_{k}" / "train")})
+        if not (Path(tcfg.out) / "final_metrics.json").is_file():
+            train(tcfg)
+        models = Models(generator=str(Path(tcfg.out) / "model"), reflector=str(Path(tcfg.out) / "model"))
+        ecfg = evaluate_config(loop_cfg, k, models).model_copy(update={"out": str(out / f"iter_{k}" / "evaluate")})
+        if not (Path(ecfg.out) / "samples.jsonl").is_file():
+            evaluate(ecfg)
+        gain = paired_gain(loop / "iter_0" / "evaluate", Path(ecfg.out))
+        rows.append({"label": f"control (right trial-1 answers), round {k}", "setting": "I", "control": True,
+                     **gain, "rows": sizes})
+        k += 1
+    return rows
 
 
 def paired_gain(base_dir: Path, trained_dir: Path, resamples: int = 5000, seed: int = 0) -> dict:
@@ -92,7 +136,7 @@ def write_markdown(args, rows: list[dict], failed: list[dict], seconds: float, p
     lines = [
         "# Evidence run: settings I-IV on held-out problems (written by scripts/evidence.py)", "",
         f"Command: `python scripts/evidence.py --task {args.task} --train {args.train} --test {args.test} "
-        f"--max-tokens {args.max_tokens} --instructions {args.instructions} --epochs {args.epochs} --lr {args.lr} "
+        f"--max-tokens {args.max_tokens} --instructions {args.instructions} --samples {args.samples} --epochs {args.epochs} --lr {args.lr} "
         f"--batch-size {args.batch_size}` "
         f"({seconds / 60:.0f} min on this machine). Model: SmolLM2-135M-Instruct (embedded default), LoRA r=8, "
         f"alpha=32. Task `{args.task}`: held-out test problems never seen in training.", "",
@@ -106,7 +150,8 @@ def write_markdown(args, rows: list[dict], failed: list[dict], seconds: float, p
         t1, t2, free = r["acc_t1"], r["acc_t2_oracle"], r.get("acc_t2_free")
         free_text = (f"{pct(free['gain'])} [{pct(free['ci'][0])}, {pct(free['ci'][1])}]" if free else "-")
         used = "+".join(str(r["rows"].get(name, 0)) for _, name, _ in STAGES[r["setting"]])
-        lines.append(f"| {r['label']} | {used} ({r.get('corrected', '?')} / {r.get('reflections', '?')}) | {r['n']} | {pct(t1['untrained'])} → {pct(t1['trained'])} "
+        used += " (no reflection)" if r.get("control") else f" ({r.get('corrected', '?')} / {r.get('reflections', '?')})"
+        lines.append(f"| {r['label']} | {used} | {r['n']} | {pct(t1['untrained'])} → {pct(t1['trained'])} "
                      f"({pct(t1['gain'])} [{pct(t1['ci'][0])}, {pct(t1['ci'][1])}]) | "
                      f"{pct(t2['untrained'])} → {pct(t2['trained'])} | {pct(t2['gain'])} "
                      f"[{pct(t2['ci'][0])}, {pct(t2['ci'][1])}] | {'yes' if t2['shown'] else 'no'} | {free_text} |")
@@ -124,12 +169,14 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=300)
     parser.add_argument("--test", type=int, default=200)
     parser.add_argument("--max-tokens", type=int, default=48)
-    parser.add_argument("--instructions", type=int, default=4, help="pool instructions per failure (x2 samples)")
+    parser.add_argument("--instructions", type=int, default=4, help="pool instructions per failure")
+    parser.add_argument("--samples", type=int, default=2, help="reflections per instruction and failure")
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--lr", type=float, default=3e-4, help="LoRA learning rate of SFT (DPO: a tenth)")
     parser.add_argument("--batch-size", type=int, default=4, help="training rows per step")
     parser.add_argument("--second-iteration", default="I", help="setting that also runs a second iteration")
     parser.add_argument("--settings", default=",".join(SETTINGS))
+    parser.add_argument("--no-control", action="store_true", help="skip the control (see above)")
     parser.add_argument("--cache", default=None)
     parser.add_argument("--docs", default="docs")
     parser.add_argument("--report-only", action="store_true",
@@ -161,6 +208,12 @@ def main() -> None:
                              "rows": {name: d["train"] for name, d in curation["datasets"].items()},
                              "reflections": curation["reflections"],
                              "corrected": curation["reflections_kept_correct"]})
+        if setting == "I" and not args.no_control:
+            try:
+                rows += run_control(cfg, Path(args.out) / "control")
+            except Exception as exc:
+                print(f"control: {type(exc).__name__}: {exc}")
+                rows.append({"label": "control", "error": str(exc)})
     seconds = time.time() - started
     docs = Path(args.docs)
     docs.mkdir(parents=True, exist_ok=True)

@@ -149,6 +149,10 @@ def test_answer_leaks_are_dropped_by_answer_type():
     assert states_gold_answer(GSM8K, ep, "Multiply instead: the answer is 12.")
     assert states_gold_answer(GSM8K, ep, "Each box has 4 apples, so 3 boxes make 12")  # the extractor reads 12
     assert not states_gold_answer(GSM8K, ep, "Multiply the 3 boxes by the 4 apples instead of adding them.")
+    # a value computed mid-text gives the answer away too, though the extractor reads only the last number
+    assert states_gold_answer(GSM8K, ep, "3 boxes times 4, which is 12, but I wrote 7. So redo 3 x 4")
+    assert states_gold_answer(GSM8K, ep, "3 * 4 = 12\n4 + 3 = 7")
+    assert not states_gold_answer(GSM8K, ep, "Step 12 is wrong: multiply 3 by 4, not add them. Total = 120 is off")
     logiqa = get_task("logiqa")  # built without its data file: only verify() is used
     mcq = episode(task="logiqa", gold="B")
     assert states_gold_answer(logiqa, mcq, "So the correct answer should be B.")

@@ -140,6 +140,9 @@ class TaskInfo:
 
 
 _CUE = r"(?:answer|result)\s*(?:is|should be|must be|would be|=|:)\s*[:\s]*(?:\*\*|\(|\[|\$)*\s*"
+# A computed value anywhere in the text: "4 + 10 = 14", "which is 14", "equals 14". Only for number and
+# math answers, where stating the value mid-reflection gives the answer away as surely as ending on it.
+_VALUE_CUE = r"(?:=|\bis|\bequals?|\bgives?|\bmakes?)\s*(?:\*\*|\$)?\s*"
 
 
 def _norm_words(text: str) -> list[str]:
@@ -152,6 +155,8 @@ def states_gold_answer(task, ep: Episode, text: str) -> bool:
     - choice / number / math: the task's own extractor, applied to the reflection as if it were an
       answer, finds the gold answer (so "the answer is B" or a closing "...= 72" counts), or an answer
       cue ("answer is", "should be", ...) is followed by the gold answer anywhere in the text;
+    - number / math also: the gold value follows "=", "is", "equals", ... anywhere ("4 + 10, which is
+      14, ..."), since the task's extractor reads only the last number;
     - code: never (reflections discuss code; running them as a solution makes no sense);
     - text and unknown tasks: the normalised gold answer occurs as a whole-word phrase after an answer
       cue, or anywhere if it is at least two words long.
@@ -164,6 +169,9 @@ def states_gold_answer(task, ep: Episode, text: str) -> bool:
         return False
     cue = re.search(_CUE + re.escape(gold) + r"(?![0-9a-z])", text, flags=re.IGNORECASE)
     if cue:
+        return True
+    if kind in ("number", "math") and re.search(_VALUE_CUE + re.escape(gold) + r"(?![0-9a-z]|[.,][0-9])", text,
+                                                flags=re.IGNORECASE):
         return True
     if kind in ("choice", "number", "math"):
         try:
