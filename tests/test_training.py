@@ -203,3 +203,11 @@ def test_resume_skips_a_checkpoint_killed_while_saving(tmp_path):
     assert last_complete_checkpoint(tmp_path) == str(tmp_path / "checkpoint-4")
     assert not (tmp_path / "checkpoint-6").exists()
     assert last_complete_checkpoint(tmp_path / "missing") is None
+
+
+def test_metrics_log_survives_a_run_killed_mid_append(tmp_path):
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 2.0}\n{"step": 2, "lo')
+    assert read_metrics(tmp_path) == [{"step": 1, "loss": 2.0}]
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lo\n{"step": 2, "loss": 1.0}\n')
+    with pytest.raises(json.JSONDecodeError):  # damage in the middle is not a crash artefact: say so
+        read_metrics(tmp_path)

@@ -18,7 +18,15 @@ def read_metrics(stage_dir: Path) -> list[dict]:
     path = Path(stage_dir) / METRICS
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    rows = []
+    lines = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    for i, line in enumerate(lines):
+        try:
+            rows.append(json.loads(line))
+        except json.JSONDecodeError:
+            if i < len(lines) - 1:  # only the last line can be half-written (a run killed mid-append)
+                raise
+    return rows
 
 
 class MetricsLog(TrainerCallback):
