@@ -68,6 +68,16 @@ def test_dry_run_prints_the_plan_from_one_yaml_file(tmp_path):
     assert not (tmp_path / "loop").exists()  # a dry run writes nothing
 
 
+def test_quickstart_preset_is_a_valid_loop_on_a_built_in_task(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "reflectevo.cli", "quickstart", "--out", str(tmp_path / "qs"),
+                           "--dry-run"], capture_output=True, text=True, timeout=120,
+                          env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
+    assert proc.returncode == 0, proc.stderr
+    stages = re.findall(r"│ (generate|curate|train|evaluate) +│", proc.stdout + proc.stderr)
+    assert stages == ["evaluate", "generate", "curate", "train", "evaluate"]
+    assert not (tmp_path / "qs").exists()
+
+
 def tiny(tmp_path, cache_path, **extra) -> EvolveConfig:
     return config(tmp_path, iterations=1, train_limit=4, test_limit=3, cache=str(cache_path),
                   generate={"max_tokens": 24, "reflection_max_tokens": 16, "num_instructions": 1, "samples": 2},
