@@ -121,8 +121,13 @@ def plot(rows: list[dict], path: Path) -> None:
     gains = [100 * r["acc_t2_oracle"]["gain"] for r in rows]
     errors = np.array([[100 * (r["acc_t2_oracle"]["gain"] - r["acc_t2_oracle"]["ci"][0]),
                         100 * (r["acc_t2_oracle"]["ci"][1] - r["acc_t2_oracle"]["gain"])] for r in rows]).T
-    colors = ["tab:green" if r["acc_t2_oracle"]["shown"] else "tab:gray" for r in rows]
-    ax.bar(labels, gains, yerr=errors, color=colors, capsize=4)
+    # The control is no reflection setting: drawn apart so that nobody reads its bar as one.
+    colors = ["tab:blue" if r.get("control") else "tab:green" if r["acc_t2_oracle"]["shown"] else "tab:gray"
+              for r in rows]
+    bars = ax.bar(labels, gains, yerr=errors, color=colors, capsize=4)
+    for bar, r in zip(bars, rows):
+        if r.get("control"):
+            bar.set_hatch("//")
     ax.axhline(0, color="black", linewidth=0.8)
     ax.set_ylabel("held-out Acc@t2 gain (points)")
     ax.set_title("trained minus untrained, paired bootstrap 95% CI")
