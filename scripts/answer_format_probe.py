@@ -9,7 +9,6 @@ then with only the question and "Reply with only the number." (numeric tasks). Q
 from __future__ import annotations
 
 import argparse
-
 import copy
 
 from reflectevo.backends import load_backend

@@ -27,9 +27,9 @@ import numpy as np
 
 from reflectevo.config import build
 from reflectevo.report.metrics import LEVEL
-from reflectevo.stages.evaluate import outcome, read_samples
-from reflectevo.stages.evaluate import evaluate
-from reflectevo.stages.evolve import EvolveConfig, Models, evaluate_config, evolve, train_config
+from reflectevo.stages.curate import write_dataset
+from reflectevo.stages.evaluate import evaluate, outcome, read_samples
+from reflectevo.stages.evolve import EvolveConfig, Models, evaluate_config, evolve, train_config, trained_models
 from reflectevo.training import train
 from reflectevo.training.config import STAGES
 
@@ -71,13 +71,12 @@ def run_control(loop_cfg: EvolveConfig, out: Path) -> list[dict]:
         data = out / f"iter_{k}" / "data"
         if not (data / "sft_one_stage" / "train.jsonl").is_file():
             (data / "sft_one_stage").mkdir(parents=True, exist_ok=True)
-            for split, chosen in control_rows(loop, k).items():
-                (data / "sft_one_stage" / f"{split}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in chosen))
+            write_dataset(data / "sft_one_stage", "sft_one_stage", control_rows(loop, k))
         sizes = {"sft_one_stage": sum(1 for _ in open(data / "sft_one_stage" / "train.jsonl"))}
         tcfg = train_config(loop_cfg, k, models).model_copy(update={"data": str(data), "out": str(out / f"iter_{k}" / "train")})
         if not (Path(tcfg.out) / "final_metrics.json").is_file():
             train(tcfg)
-        models = Models(generator=str(Path(tcfg.out) / "model"), reflector=str(Path(tcfg.out) / "model"))
+        models = trained_models(loop_cfg, Path(tcfg.out))
         ecfg = evaluate_config(loop_cfg, k, models).model_copy(update={"out": str(out / f"iter_{k}" / "evaluate")})
         if not (Path(ecfg.out) / "samples.jsonl").is_file():
             evaluate(ecfg)
