@@ -161,10 +161,17 @@ def test_answer_leaks_are_dropped_by_answer_type():
     assert states_gold_answer(None, text, "It must be the red house on the corner.")
     assert not states_gold_answer(None, text, "Look for the house colour in the passage.")
     leak = episode(reflections=[("The answer is 12, multiply.", True, "a"), (GOOD, True, "b")])
-    sets, counts = curate_episodes([leak], cfg(validation=0))
-    assert counts["reflections_dropped"] == {"states_answer": 1}
-    _, kept = curate_episodes([leak], cfg(drop_answer_leaks=False))
-    assert kept["reflections_kept"] == 2
+    # Off by default: the gold answer never reached the reflector, so re-deriving it is a correction;
+    # curation still says how many kept reflections (and corrected ones) the filter would drop.
+    _, kept = curate_episodes([leak], cfg(validation=0))
+    assert kept["reflections_kept"] == 2 and kept["reflections_dropped"] == {}
+    assert kept["answer_stating"] == {"filter": "off", "reflections": 1, "corrected": 1}
+    sets, counts = curate_episodes([leak], cfg(validation=0, drop_answer_leaks=True))
+    assert counts["reflections_dropped"] == {"states_answer": 1} and counts["answer_stating"]["filter"] == "on"
+    assert [r["reflection_index"] for r in sets["sft_one_stage"]["train"]] == [1]
+    # Imported paper files (whose stored prompts may hold the answer) get the filter by default.
+    _, imported = curate_episodes([leak], cfg(validation=0), imported=True)
+    assert imported["reflections_dropped"] == {"states_answer": 1}
 
 
 def test_length_limits_and_cap_per_problem():
@@ -173,7 +180,7 @@ def test_length_limits_and_cap_per_problem():
     _, counts = curate_episodes([ep], cfg(min_chars=10, max_chars=len(GOOD)))
     assert counts["reflections_dropped"] == {"too_long": 2, "too_short": 1}
     sets, _ = curate_episodes([ep], cfg(max_per_problem=1, validation=0))
-    assert all(len(sets[name]["train"]) == 1 for name in sets)
+    assert all(len(sets[name]["train"]) == 1 for name in sets if name != "sft_self_train")
     again, _ = curate_episodes([ep], cfg(max_per_problem=1, validation=0))
     assert again == sets  # the capped choice is reproducible
     with pytest.raises(InputError, match="tokenizer"):

@@ -107,6 +107,27 @@ def sample(t1: Attempt, gated: Attempt | None, decision: str | None, free: Attem
     return EvalSample(episode=ep, self_check=check, oracle_free=reflection(free) if free else None)
 
 
+def test_reflection_value_is_paired_against_the_retry():
+    # 40 failures: the reflection fixes 20 and the retry fixes the same 12 of them plus none else, so
+    # the reflection's own value is 8 problems of 60; a right trial 1 stands under both.
+    right = [Outcome(task="t", t1=True, t2_oracle=True, t2_retry=True) for _ in range(20)]
+    both = [Outcome(task="t", t1=False, t2_oracle=True, t2_retry=True) for _ in range(12)]
+    only_reflection = [Outcome(task="t", t1=False, t2_oracle=True, t2_retry=False) for _ in range(8)]
+    neither = [Outcome(task="t", t1=False, t2_oracle=False, t2_retry=False) for _ in range(20)]
+    m = compute_metrics(right + both + only_reflection + neither, resamples=2000, seed=1)["overall"]
+    assert m["retry"]["acc_t2"]["value"] == pytest.approx(32 / 60)
+    assert m["reflection_value"]["value"] == pytest.approx(8 / 60)
+    low, high = m["reflection_value"]["ci"]
+    # Paired: only the 8 discordant problems move the difference, so the interval sits above zero and is
+    # far narrower than the difference of two independent intervals would be.
+    assert 0 < low < 8 / 60 < high < 0.25
+    free_width = m["oracle"]["acc_t2"]["ci"][1] - m["oracle"]["acc_t2"]["ci"][0]
+    assert high - low < free_width
+    # Without a retry for every failure there is no baseline, hence no reflection value.
+    partial = compute_metrics(both + [Outcome(task="t", t1=False, t2_oracle=True)], resamples=0)["overall"]
+    assert partial["retry"] is None and partial["reflection_value"] is None
+
+
 def test_outcome_of_samples_and_mean_f1():
     samples = [
         sample(attempt(False, 0.2), attempt(True, 1.0), "revise", attempt(True, 1.0)),  # fixed both ways
@@ -164,7 +185,7 @@ def test_evaluate_end_to_end_on_the_default_model(tmp_path, default_backend):
     cfg = small_config(tmp_path)
     results_path = evaluate(cfg, preloaded={"smollm2-135m": default_backend})
     results = json.loads(results_path.read_text())
-    assert results["schema"] == "reflectevo.eval-results/1"
+    assert results["schema"] == "reflectevo.eval-results/2"
     assert results["models"]["generator"]["fingerprint"] == default_backend.fingerprint
     assert set(results["models"]) == {"generator", "reflector", "corrector", "self_checker"}
     assert results["tasks"]["gsm8k"]["version"] and results["split"] == "test"
@@ -182,6 +203,14 @@ def test_evaluate_end_to_end_on_the_default_model(tmp_path, default_backend):
             assert r.instruction_id == "test-time" and r.trial2 is not None
             assert r.messages[1] == {"role": "assistant", "content": t1.response}  # reflects on trial 1 itself
             assert r.trial2.messages[1]["content"] == t1.response  # trial 2 sees the original trial 1
+        # The retry baseline: exactly the oracle-gated failures, the same prompt as trial 2 minus the reflection.
+        assert (s.retry is not None) == (not t1.verdict.correct)
+        if s.retry:
+            r = s.episode.reflections[0]
+            assert s.retry.messages[:2] == r.trial2.messages[:2]  # same question, same failed trial 1
+            assert "reflection" not in s.retry.messages[-1]["content"].lower()
+            assert s.retry.messages[-1]["content"].startswith("Your answer is incorrect.")
+            assert s.retry.seed == r.trial2.seed and s.retry.sampling == r.trial2.sampling
         # Oracle-free: a reflection exactly where the self-check said revise, with no gold feedback.
         assert s.self_check is not None
         assert (s.oracle_free is not None) == (s.self_check.decision == "revise")
@@ -203,6 +232,10 @@ def test_evaluate_end_to_end_on_the_default_model(tmp_path, default_backend):
         assert f["acc_t2"]["value"] == pytest.approx(
             (f["flips"]["right_to_right"] + f["flips"]["wrong_to_right"]) / 3)
     assert overall["acc_t1"]["value"] == pytest.approx(sum(s.episode.trial1.verdict.correct for s in samples) / 3)
+    retried = [(s.retry or s.episode.trial1).verdict.correct for s in samples]
+    assert overall["retry"]["acc_t2"]["value"] == pytest.approx(sum(retried) / 3)
+    assert overall["reflection_value"]["value"] == pytest.approx(
+        overall["oracle"]["acc_t2"]["value"] - overall["retry"]["acc_t2"]["value"])
     assert (tmp_path / "eval" / "config.yaml").is_file()
 
     # One-stage setting on the same run's trial 1s (cached): a single reply holds reflection and solution.
@@ -222,7 +255,7 @@ def test_evaluate_end_to_end_on_the_default_model(tmp_path, default_backend):
 def test_task_without_a_test_split(tmp_path):
     (tmp_path / "train.jsonl").write_text(json.dumps({"question": "1+1?", "answer": "2"}) + "\n")
     (tmp_path / "only_train.yaml").write_text("answer_type: number\nsplits: {train: train.jsonl}\n")
-    with pytest.raises(InputError, match=r"has no 'test' split \(it has: train\); choose one with --split"):
+    with pytest.raises(InputError, match=r"has no 'test' split \(it has: train, validation\); choose one with --split"):
         evaluate(small_config(tmp_path, tasks=[str(tmp_path / "only_train.yaml")]))
     assert not (tmp_path / "eval").exists()  # failed before a run directory (or a model) was touched
 

@@ -54,7 +54,7 @@ def test_any_gym_dataset_and_bad_names():
     task = get_task("gym:leg_counting")
     p = task.load("test")[0]
     assert task.verify(p, p.gold).correct
-    with pytest.raises(InputError, match="no split 'validation'"):
-        task.load("validation")
+    with pytest.raises(InputError, match="no split 'dev'"):
+        task.load("dev")
     with pytest.raises(InputError, match="reasoning-gym cannot build 'no_such_dataset'"):
         get_task("gym:no_such_dataset").load("test")

@@ -25,9 +25,10 @@ class GenerateConfig(StageConfig):
     reflector: str | None = Field(None, description="model that writes reflections (default: the generator)")
     engine: str = "auto"
     base_url: str | None = Field(None, description="OpenAI-compatible server URL(s), comma-separated (engine openai)")
-    split: str | None = None
+    split: str | None = Field(None, description="split to generate on (default: train, where the task has one)")
     limit: int | None = Field(None, ge=1)
-    data: str | None = None
+    data: str | None = Field(None, description="data file that replaces one split of the task (see data_split)")
+    data_split: str | None = Field(None, description="the split the data file replaces (default: test)")
     few_shot: int = Field(0, ge=0)
     instructions: list[str] | None = Field(None, description="instruction ids to draw from (default: whole pool)")
     instruction_files: list[str] = Field(default_factory=list)
@@ -85,10 +86,13 @@ class EvaluateConfig(StageConfig):
     self_checker: str | None = Field(None, description="oracle-free: model that decides to revise (default: the generator)")
     mode: str = Field("two-stage", pattern="^(two-stage|one-stage)$")
     oracle_free: bool = True
+    retry_baseline: bool = Field(True, description="also retry each failure without reflection (the baseline "
+                                                   "of the reflection value)")
     engine: str = "auto"
     split: str = "test"
     limit: int | None = Field(None, ge=1)
-    data: str | None = Field(None, description="data file (only with a single task)")
+    data: str | None = Field(None, description="data file that replaces one split (only with a single task)")
+    data_split: str | None = Field(None, description="the split the data file replaces (default: test)")
     few_shot: int = Field(0, ge=0)
     temperature: float = Field(0.0, ge=0)
     top_p: float = Field(1.0, gt=0, le=1)

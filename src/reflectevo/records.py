@@ -12,13 +12,19 @@ import io
 import json
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reflectevo.errors import InputError
 
 EPISODE_SCHEMA = "reflectevo.episode/1"
+#: The split whose problems only report: curation and training refuse its episodes and rows.
+TEST_SPLIT = "test"
+SAMPLE_SCHEMA = "reflectevo.eval-sample/2"
+SAMPLE_SCHEMAS = ("reflectevo.eval-sample/1", SAMPLE_SCHEMA)  # /1: written before the retry baseline
+RESULTS_SCHEMA = "reflectevo.eval-results/2"
+RESULTS_SCHEMAS = ("reflectevo.eval-results/1", RESULTS_SCHEMA)
 
 Messages = list[dict[str, str]]
 
@@ -146,3 +152,45 @@ def read_episodes(path: str | Path) -> list[Episode]:
 
 def episodes_to_jsonl(episodes: Iterable[Episode]) -> str:
     return "".join(ep.to_json() + "\n" for ep in episodes)
+
+
+class SelfCheck(_Record):
+    """The model's own judgement of its trial 1 (oracle-free protocol)."""
+
+    messages: Messages
+    response: str
+    model: str
+    sampling: Sampling
+    seed: int
+    decision: Literal["keep", "revise"]
+    parsed: bool  # False: no verdict could be read, and the answer was revised
+
+
+class EvalSample(_Record):
+    """One evaluated problem: an episode (trial 1, and the oracle-gated reflection with its trial 2 when
+    trial 1 was wrong), the retry without reflection beside that trial 2 (the baseline the reflection is
+    measured against), the self-check, and the oracle-free reflection with its trial 2 when the
+    self-check said revise. Reflections use instruction_id "test-time" (no pool instruction)."""
+
+    schema_version: str = Field(SAMPLE_SCHEMA, alias="schema")
+    episode: Episode
+    retry: Attempt | None = None
+    self_check: SelfCheck | None = None
+    oracle_free: Reflection | None = None
+
+    def to_json(self) -> str:
+        return self.model_dump_json(by_alias=True)
+
+
+def read_samples(path: str | Path) -> list[EvalSample]:
+    samples = []
+    for lineno, obj in read_jsonl(path):
+        if obj.get("schema") not in SAMPLE_SCHEMAS:
+            raise InputError(f"{path}:{lineno}: not a reflectevo evaluation sample (schema={obj.get('schema')!r})")
+        try:
+            samples.append(EvalSample.model_validate(obj))
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            raise InputError(f"{path}:{lineno}: invalid sample: {'.'.join(map(str, first['loc']))}: "
+                             f"{first['msg']}") from exc
+    return samples

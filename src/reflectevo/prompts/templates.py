@@ -50,6 +50,19 @@ def correction_prompt(trial1_messages: Messages, trial1_response: str, feedback:
                                        answer_format=answer_format))
 
 
+RETRY = (
+    "{feedback}\n\n"
+    "Solve the problem again from the start. {answer_format}"
+)
+
+
+def retry_prompt(trial1_messages: Messages, trial1_response: str, feedback: str, answer_format: str) -> Messages:
+    """A second try with the feedback and no reflection: the baseline a reflection's value is measured
+    against (the paper code's reflection mode 3). Only the reflection is missing from the correction prompt."""
+    return after_trial1(trial1_messages, trial1_response,
+                        RETRY.format(feedback=feedback_text(feedback), answer_format=answer_format))
+
+
 # At test time, and in training rows, no pool instruction is given: the trained model must reflect on
 # its own. Pool instructions only diversify the reflections generated for the training data.
 TEST_TIME_INSTRUCTION = "Find the mistakes in your previous solution and explain how to correct them."

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from reflectevo.errors import InputError
-from reflectevo.records import Episode, read_episodes
+from reflectevo.records import RESULTS_SCHEMAS, Episode, EvalSample, read_episodes, read_samples
 from reflectevo.report import plots
 from reflectevo.runs import write_atomic
-from reflectevo.stages.evaluate import RESULTS_SCHEMA, EvalSample, read_samples
 
 EXAMPLES_PER_RUN = 6
 TRUNCATE = 1500
@@ -59,9 +58,9 @@ def load_run(path: str | Path) -> Run:
         except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{results_path}: cannot read as JSON ({exc})") from exc
         schema = results.get("schema") if isinstance(results, dict) else None
-        if schema != RESULTS_SCHEMA:
+        if schema not in RESULTS_SCHEMAS:
             raise InputError(f"{results_path}: not a reflectevo evaluation result (schema={schema!r}, "
-                             f"expected {RESULTS_SCHEMA!r})")
+                             f"expected {RESULTS_SCHEMAS[-1]!r})")
         if not isinstance(results.get("metrics"), dict) or "per_task" not in results["metrics"]:
             raise InputError(f"{results_path}: has no 'metrics' with 'per_task'")
         run.results = results
@@ -108,7 +107,7 @@ def metric_groups(run: Run) -> list[tuple[str, dict]]:
 
 
 ACCURACY_HEADER = ["run", "task", "n", "Acc@t1", "Acc@t2 oracle", "Δ oracle", "w→r", "r→w",
-                   "Acc@t2 oracle-free", "Δ oracle-free", "w→r", "r→w", "revised", "verdict unread",
+                   "Acc@t2 retry (no reflection)", "reflection value", "Acc@t2 oracle-free", "Δ oracle-free", "w→r", "r→w", "revised", "verdict unread",
                    "extraction fail t1", "mean F1 t1 → t2"]
 
 
@@ -119,11 +118,13 @@ def accuracy_rows(runs: Sequence[Run]) -> list[list[str]]:
             continue
         for task, m in metric_groups(run):
             free = m.get("oracle_free")
+            retry = m.get("retry")
             f1 = m.get("f1")
             rows.append([
                 run.label, task, str(m["n"]), pct(m["acc_t1"]), pct(m["oracle"]["acc_t2"]),
                 pct(m["oracle"]["delta"]), str(m["oracle"]["flips"]["wrong_to_right"]),
                 str(m["oracle"]["flips"]["right_to_wrong"]),
+                pct(retry["acc_t2"]) if retry else "–", pct(m.get("reflection_value")),
                 pct(free["acc_t2"]) if free else "–", pct(free["delta"]) if free else "–",
                 str(free["flips"]["wrong_to_right"]) if free else "–",
                 str(free["flips"]["right_to_wrong"]) if free else "–",
@@ -253,6 +254,9 @@ def example_html(kind: str, s: EvalSample) -> str:
         if r.trial2:
             parts.append(f"<p><b>Trial 2, {name}</b> ({esc(r.trial2.model)}): {_verdict(r.trial2.verdict)}</p>"
                          f"<pre>{esc(_clip(r.trial2.response))}</pre>")
+    if s.retry:
+        parts.append(f"<p><b>Retry without reflection</b> ({esc(s.retry.model)}): {_verdict(s.retry.verdict)}</p>"
+                     f"<pre>{esc(_clip(s.retry.response))}</pre>")
     parts.append("</details>")
     return "".join(parts)
 
@@ -293,8 +297,11 @@ def build(runs: Sequence[Run], paper_scores: Sequence[dict] = ()) -> tuple[str, 
     evaluated = [r for r in runs if r.results]
     if evaluated:
         body.append("<h2>Accuracy</h2><p class='muted'>Percentages with 95% bootstrap CIs. Oracle-gated Acc@t2 "
-                    "(the paper's protocol) reflects only where the gold verifier marked trial 1 wrong; "
-                    "oracle-free Acc@t2 revises where the model's own self-check says so.</p>")
+                    "(the paper's protocol) reflects only where the gold verifier marked trial 1 wrong; the "
+                    "retry answers those same problems again with the feedback and no reflection, and the "
+                    "reflection value is Acc@t2 minus the retry's (paired CI): a gain is the reflection's "
+                    "only where that interval is above zero. Oracle-free Acc@t2 revises where the model's "
+                    "own self-check says so.</p>")
         rows = accuracy_rows(evaluated)
         body.append(html_table(ACCURACY_HEADER, rows))
         md += ["## Accuracy (%, 95% bootstrap CI)", "", _md_table(ACCURACY_HEADER, rows), ""]

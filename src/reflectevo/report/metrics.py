@@ -1,4 +1,5 @@
-"""Test-time metrics (SPEC §6) from per-problem outcomes: accuracies, Δ, flips, extraction failures, F1, CIs.
+"""Test-time metrics (SPEC §6) from per-problem outcomes: accuracies, Δ, the retry baseline and the
+reflection value, flips, extraction failures, F1, CIs.
 
 Every number is a fraction of a real count (the problems evaluated), never of a constant. Confidence
 intervals are percentile bootstrap intervals: problems are resampled with replacement (within each task,
@@ -33,6 +34,8 @@ class Outcome:
     t2_oracle_extraction_failed: bool | None = None  # None: no trial 2 was made
     t2_free: bool | None = None
     t2_free_extraction_failed: bool | None = None
+    t2_retry: bool | None = None  # after a retry without reflection (trial 1 where it was right); None: not run
+    t2_retry_extraction_failed: bool | None = None
     revised: bool | None = None  # oracle-free: the self-check asked for a revision
     self_check_unparsed: bool = False  # the self-check's verdict could not be read (treated as "revise")
     f1_t1: float | None = None  # free-text tasks: token F1 of each answer
@@ -96,6 +99,8 @@ def group_metrics(outcomes: Sequence[Outcome], index: np.ndarray | None, level: 
             "reflected": sum(not o.t1 for o in outcomes),
             "flips": flips([o.t1 for o in outcomes], [o.t2_oracle for o in outcomes]),
         },
+        "retry": None,
+        "reflection_value": None,
         "oracle_free": None,
         "extraction_failure_rate": {
             "t1": estimate(col(lambda o: o.t1_extraction_failed), None),
@@ -104,6 +109,13 @@ def group_metrics(outcomes: Sequence[Outcome], index: np.ndarray | None, level: 
         },
         "f1": None,
     }
+    if outcomes and all(o.t2_retry is not None for o in outcomes):
+        t2r = col(lambda o: o.t2_retry)
+        result["retry"] = {"acc_t2": estimate(t2r, index, level), "delta": estimate(t2r - t1, index, level),
+                           "flips": flips([o.t1 for o in outcomes], [o.t2_retry for o in outcomes])}
+        # Paired: a problem's trial 2 with and without reflection move together in every resample.
+        result["reflection_value"] = estimate(t2 - t2r, index, level)
+        result["extraction_failure_rate"]["t2_retry"] = estimate(col(lambda o: o.t2_retry_extraction_failed), None)
     free = [o for o in outcomes if o.t2_free is not None]
     if free and len(free) == len(outcomes):
         t2f = col(lambda o: o.t2_free)
@@ -150,11 +162,15 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
     """The headline numbers of one group, flat, for tables (fractions; None where not measured)."""
     value = lambda m: None if m is None else m["value"]  # noqa: E731
     free = metrics.get("oracle_free") or {}
+    retry = metrics.get("retry") or {}
     return {
         "n": metrics["n"],
         "acc_t1": value(metrics["acc_t1"]),
         "acc_t2_oracle": value(metrics["oracle"]["acc_t2"]),
         "delta_oracle": value(metrics["oracle"]["delta"]),
+        "acc_t2_retry": value(retry.get("acc_t2")),
+        "reflection_value": value(metrics.get("reflection_value")),
+        "reflection_value_ci": (metrics.get("reflection_value") or {}).get("ci"),
         "acc_t2_free": value(free.get("acc_t2")),
         "delta_free": value(free.get("delta")),
         "wrong_to_right_oracle": metrics["oracle"]["flips"]["wrong_to_right"],

@@ -12,7 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-COLORS = {"Acc@t1": "#8c8c8c", "Acc@t2 oracle": "#1f77b4", "Acc@t2 oracle-free": "#ff7f0e"}
+COLORS = {"Acc@t1": "#8c8c8c", "Acc@t2 retry (no reflection)": "#c5b0d5", "Acc@t2 oracle": "#1f77b4",
+          "Acc@t2 oracle-free": "#ff7f0e"}
 
 
 def _png(fig) -> bytes:
@@ -34,9 +35,11 @@ def _point_and_error(estimate: dict | None) -> tuple[float, tuple[float, float]]
 
 
 def accuracy_chart(groups: Sequence[tuple[str, dict[str, Any]]]) -> bytes:
-    """Grouped bars per (label, metrics group): Acc@t1, oracle-gated and oracle-free Acc@t2, 95% CIs."""
+    """Grouped bars per (label, metrics group): Acc@t1, the retry without reflection, oracle-gated and
+    oracle-free Acc@t2, 95% CIs."""
     series = {
         "Acc@t1": [g["acc_t1"] for _, g in groups],
+        "Acc@t2 retry (no reflection)": [(g.get("retry") or {}).get("acc_t2") for _, g in groups],
         "Acc@t2 oracle": [g["oracle"]["acc_t2"] for _, g in groups],
         "Acc@t2 oracle-free": [(g.get("oracle_free") or {}).get("acc_t2") for _, g in groups],
     }
@@ -45,7 +48,7 @@ def accuracy_chart(groups: Sequence[tuple[str, dict[str, Any]]]) -> bytes:
     fig, ax = plt.subplots(figsize=(max(5.0, 1.6 * len(groups) + 2), 3.6))
     for k, (name, estimates) in enumerate(series.items()):
         points = [_point_and_error(e) for e in estimates]
-        ax.bar(x + (k - 1) * width, [p for p, _ in points], width, label=name, color=COLORS[name],
+        ax.bar(x + (k - (len(series) - 1) / 2) * width, [p for p, _ in points], width, label=name, color=COLORS[name],
                yerr=np.array([e for _, e in points]).T, capsize=3)
     ax.set_xticks(x, [label for label, _ in groups], rotation=20 if len(groups) > 3 else 0, ha="right"
                   if len(groups) > 3 else "center")

@@ -8,11 +8,13 @@ that TRL consumes as is:
     sft_correct      D+, setting II2: the stored correction prompt   -> corrected answer
     dpo_contrastive  D±, setting III: chosen led to a correct trial 2, rejected to an incorrect one
     dpo_preference   Dpref, IV:       both led to a correct trial 2, ordered by a judge (stages/judge.py)
+    sft_self_train   the control:     (q) -> the model's own right trial-1 answer, no reflection, as many
+                                      rows as sft_one_stage, so a gain can be told apart from reflection's
 
-Reflections are filtered first (empty, length limits, stating the gold answer, exact/near duplicates
-within the problem), pairs and rows are capped per problem, and every dataset is split into train and
-validation by problem, never by sample. Each dataset is written as JSONL and Parquet.
-See docs/curation.md.
+Reflections are filtered first (empty, length limits, exact/near duplicates within the problem, and,
+where the gold answer may have reached a prompt, stating it), pairs and rows are capped per problem, and
+every dataset is split into train and validation by problem, never by sample. Each dataset is written as
+JSONL and Parquet. Episodes of a test split are refused: test problems only report. See docs/curation.md.
 """
 
 from __future__ import annotations
@@ -33,10 +35,10 @@ from reflectevo.config import StageConfig
 from reflectevo.errors import InputError, ReflectEvoError
 from reflectevo.progress import console, progress_bar
 from reflectevo.prompts import reflect_and_correct_prompt, test_reflection_prompt
-from reflectevo.records import EPISODE_SCHEMA, Episode, Reflection, read_episodes
+from reflectevo.records import EPISODE_SCHEMA, TEST_SPLIT, Episode, Reflection, read_episodes
 from reflectevo.runs import RunDir, write_atomic, write_json
 
-SFT_SETS = ("sft_one_stage", "sft_reflect", "sft_correct")
+SFT_SETS = ("sft_one_stage", "sft_reflect", "sft_correct", "sft_self_train")
 DPO_SETS = ("dpo_contrastive", "dpo_preference")
 DATASETS = SFT_SETS + DPO_SETS
 
@@ -56,7 +58,12 @@ class CurateConfig(StageConfig):
     max_chars: int | None = Field(None, ge=1)
     max_tokens: int | None = Field(None, ge=1, description="reflection length limit in tokens of `tokenizer`")
     tokenizer: str | None = Field(None, description="model preset or folder whose tokenizer counts tokens")
-    drop_answer_leaks: bool = True
+    drop_answer_leaks: bool | None = Field(
+        None, description="drop reflections that state the gold answer (default: only for imported paper "
+                          "files, whose stored prompts may show the answer; the gold answer never reaches our "
+                          "reflector, so a reflection that re-derives it is a genuine self-correction)")
+    allow_test_split: bool = Field(False, description="curate episodes of a test split (they contaminate "
+                                                      "every later evaluation on it)")
     judge: str | None = Field(None, description="model that orders Dpref pairs (default: judge-free fallback)")
     judge_engine: str = "auto"
     judge_max_tokens: int = Field(256, ge=1)
@@ -81,19 +88,29 @@ def resolve_source(source: str | Path) -> tuple[Path, Path]:
     return path, path.parent / ("curated" if path.name == "episodes.jsonl" else f"{path.stem}_curated")
 
 
-def load_source(path: Path, task: str | None = None) -> list[Episode]:
-    """Episodes from our episodes JSONL, or imported from any of the paper's layouts."""
+def load_source(path: Path, task: str | None = None) -> tuple[list[Episode], bool]:
+    """(episodes, imported): ours from episodes JSONL, or imported from any of the paper's layouts."""
     from reflectevo.formats.paper import detect_layout, import_episodes, read_json_objects
 
     line, first = next(iter(read_json_objects(path)), (0, None))  # parses the first object only
     if first is None:
         raise InputError(f"{path}: empty file, no episodes to curate")
     if first.get("schema") == EPISODE_SCHEMA:
-        return read_episodes(path)
+        return read_episodes(path), False
     if detect_layout(first) is None:
         raise InputError(f"{path}:{line}: neither a reflectevo episode (schema {EPISODE_SCHEMA!r}) nor a "
                          f"ReflectEvo paper record (fields: {', '.join(sorted(first)[:8])})")
-    return import_episodes(path, task=task)
+    return import_episodes(path, task=task), True
+
+
+def refuse_test_split(episodes: list[Episode], source: Path, allowed: bool) -> None:
+    """Test problems only report: training on them would inflate every later score on that split."""
+    test = [ep for ep in episodes if ep.split == TEST_SPLIT]
+    if test and not allowed:
+        raise InputError(f"{source}: {len(test)} of {len(episodes)} episodes are from the {TEST_SPLIT!r} split "
+                         f"(e.g. {test[0].id}), and training on test problems contaminates every evaluation "
+                         f"on them; generate on train (`reflectevo generate` does by default), or pass "
+                         f"--allow-test-split if you know why")
 
 
 # ------------------------------------------------------------------------------ per-task information
@@ -204,11 +221,13 @@ def jaccard(a: set, b: set) -> float:
 
 @dataclass
 class Filtered:
-    """The reflections of one failed episode that survived the filters, and why others did not."""
+    """The reflections of one failed episode that survived the filters, why others did not, and how many
+    kept ones state the gold answer (what the optional answer-stating filter would drop)."""
 
     episode: Episode
     kept: list[Reflection]
     dropped: Counter = field(default_factory=Counter)
+    stating: list[Reflection] = field(default_factory=list)
 
     @property
     def positives(self) -> list[Reflection]:
@@ -220,7 +239,7 @@ class Filtered:
 
 
 def filter_reflections(ep: Episode, cfg: CurateConfig, info: TaskInfo,
-                       count_tokens: Callable[[str], int] | None = None) -> Filtered:
+                       count_tokens: Callable[[str], int] | None = None, drop_stating: bool = False) -> Filtered:
     result = Filtered(ep, [])
     # Positives first, so a duplicate of a reflection that corrected the answer never replaces it.
     ordered = sorted(ep.reflections, key=lambda r: (not (r.trial2 and r.trial2.verdict.correct), r.index))
@@ -236,7 +255,7 @@ def filter_reflections(ep: Episode, cfg: CurateConfig, info: TaskInfo,
             reason = "too_long"
         elif cfg.max_tokens and count_tokens and count_tokens(text) > cfg.max_tokens:
             reason = "too_long"
-        elif cfg.drop_answer_leaks and info.states_answer(ep, text):
+        elif drop_stating and info.states_answer(ep, text):
             reason = "states_answer"
         elif cfg.dedup != "none" and normalise(text) in seen_exact:
             reason = "duplicate"
@@ -251,6 +270,8 @@ def filter_reflections(ep: Episode, cfg: CurateConfig, info: TaskInfo,
         seen_exact.add(normalise(text))
         seen_shingles.append(shingles(text))
         result.kept.append(r)
+        if not drop_stating and info.states_answer(ep, text):
+            result.stating.append(r)
     result.kept.sort(key=lambda r: r.index)
     return result
 
@@ -291,7 +312,7 @@ def sft_rows(f: Filtered, answer_format: str, cfg: CurateConfig) -> dict[str, li
     feedback = t1.verdict.feedback
     rows: dict[str, list[dict]] = {name: [] for name in SFT_SETS}
     for r in _cap(f.positives, cfg.max_per_problem, cfg.seed, f"sft:{ep.id}"):
-        ids = {"task": ep.task, "episode_id": ep.id, "reflection_index": r.index,
+        ids = {"task": ep.task, "split": ep.split, "episode_id": ep.id, "reflection_index": r.index,
                "instruction_id": r.instruction_id}
         rows["sft_one_stage"].append({
             "prompt": reflect_and_correct_prompt(t1.messages, t1.response, feedback, answer_format),
@@ -308,7 +329,7 @@ def pair_row(ep: Episode, chosen: Reflection, rejected: Reflection, **extra) -> 
     t1 = ep.trial1
     return {"prompt": test_reflection_prompt(t1.messages, t1.response, t1.verdict.feedback),
             "chosen": _assistant(chosen.text), "rejected": _assistant(rejected.text),
-            "task": ep.task, "episode_id": ep.id,
+            "task": ep.task, "split": ep.split, "episode_id": ep.id,
             "chosen_reflection_index": chosen.index, "rejected_reflection_index": rejected.index,
             "chosen_instruction_id": chosen.instruction_id, "rejected_instruction_id": rejected.instruction_id,
             **extra}
@@ -329,6 +350,18 @@ def preference_candidates(f: Filtered, cfg: CurateConfig) -> list[tuple[Episode,
         ranked_sets = [set(pair) for pair in ranked]
         pairs = [p for p in pairs if {p[1].index, p[2].index} in ranked_sets]
     return _cap(pairs, cfg.max_per_problem, cfg.seed, f"preference:{f.episode.id}")
+
+
+def self_train_rows(episodes: list[Episode], sizes: dict[str, int], seed: int) -> dict[str, list[dict]]:
+    """The self-training control: right trial-1 answers as (trial-1 prompt -> answer) rows, `sizes` rows
+    per split (as many as the reflection set it controls for), whole problems chosen by sha256(seed, id)."""
+    right = sorted((ep for ep in episodes if ep.trial1.verdict.correct),
+                   key=lambda ep: hashlib.sha256(f"{seed}:{ep.id}".encode()).hexdigest())
+    rows = [{"prompt": ep.trial1.messages, "completion": _assistant(ep.trial1.response), "task": ep.task,
+             "split": ep.split, "episode_id": ep.id, "reflection_index": None, "instruction_id": None}
+            for ep in right]
+    n_train = min(sizes["train"], len(rows))
+    return {"train": rows[:n_train], "validation": rows[n_train:n_train + sizes["validation"]]}
 
 
 # ------------------------------------------------------------------------------------------ split
@@ -355,7 +388,7 @@ def _schema(name: str):
     import pyarrow as pa
 
     messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
-    ids = [("task", pa.string()), ("episode_id", pa.string())]
+    ids = [("task", pa.string()), ("split", pa.string()), ("episode_id", pa.string())]
     if name in SFT_SETS:
         return pa.schema([("prompt", messages), ("completion", messages), *ids,
                           ("reflection_index", pa.int64()), ("instruction_id", pa.string())])
@@ -400,11 +433,12 @@ def load_curated(folder: str | Path, fmt: str = "json"):
 
 # ----------------------------------------------------------------------------------------- stage
 
-def curate_episodes(episodes: list[Episode], cfg: CurateConfig,
-                    judge=None) -> tuple[dict[str, dict[str, list[dict]]], dict]:
+def curate_episodes(episodes: list[Episode], cfg: CurateConfig, judge=None,
+                    imported: bool = False) -> tuple[dict[str, dict[str, list[dict]]], dict]:
     """Build every requested dataset's train/validation rows, and the counts that describe them.
 
     `judge`: an open Generator to order Dpref pairs with (default: load `cfg.judge` if set).
+    `imported`: the episodes come from a paper file (the answer-stating filter is then on by default).
     """
     unknown = [n for n in cfg.datasets if n not in DATASETS]
     if unknown:
@@ -415,11 +449,12 @@ def curate_episodes(episodes: list[Episode], cfg: CurateConfig,
     if cfg.max_tokens and not cfg.tokenizer:
         raise InputError("setting 'max_tokens' needs 'tokenizer' (a model preset or folder), "
                          "or use 'max_chars'")
+    drop_stating = cfg.drop_answer_leaks if cfg.drop_answer_leaks is not None else imported
     failed = [ep for ep in episodes if not ep.trial1.verdict.correct and ep.reflections]
     filtered = []
     with progress_bar("curate: filter reflections", len(failed), "episodes") as advance:
         for ep in failed:
-            filtered.append(filter_reflections(ep, cfg, info, count_tokens))
+            filtered.append(filter_reflections(ep, cfg, info, count_tokens, drop_stating))
             advance(1)
     rows: dict[str, list[dict]] = {name: [] for name in DATASETS}
     for f in filtered:
@@ -436,8 +471,11 @@ def curate_episodes(episodes: list[Episode], cfg: CurateConfig,
         ordered, judge_summary = order_preferences(candidates, cfg, judge)
         rows["dpo_preference"] = [pair_row(ep, chosen, rejected, judge=json.dumps(verdict, ensure_ascii=False))
                                   for ep, chosen, rejected, verdict in ordered]
-    result = {name: dict(zip(("train", "validation"), split_by_problem(rows[name], cfg.validation, cfg.seed)))
-              for name in cfg.datasets}
+    splits = {name: dict(zip(("train", "validation"), split_by_problem(rows[name], cfg.validation, cfg.seed)))
+              for name in DATASETS if name != "sft_self_train"}
+    splits["sft_self_train"] = self_train_rows(
+        episodes, {s: len(part) for s, part in splits["sft_one_stage"].items()}, cfg.seed)
+    result = {name: splits[name] for name in cfg.datasets}
     dropped = sum((f.dropped for f in filtered), Counter())
     counts = {
         "episodes": len(episodes),
@@ -446,6 +484,12 @@ def curate_episodes(episodes: list[Episode], cfg: CurateConfig,
         "reflections_kept": sum(len(f.kept) for f in filtered),
         "reflections_kept_correct": sum(len(f.positives) for f in filtered),
         "reflections_dropped": dict(sorted(dropped.items())),
+        # What the answer-stating filter drops (when on) or would drop (when off): kept reflections that
+        # state the gold answer, and the corrected ones among them (each one a D+ row).
+        "answer_stating": {"filter": "on" if drop_stating else "off",
+                           "reflections": dropped["states_answer"] if drop_stating else sum(len(f.stating) for f in filtered),
+                           "corrected": sum(r.trial2.verdict.correct for f in filtered for r in f.stating)
+                           if not drop_stating else None},
         "datasets": {name: _describe(splits) for name, splits in result.items()},
         "judge": judge_summary,
     }
@@ -470,10 +514,11 @@ def curate(cfg: CurateConfig) -> Path:
     """Read episodes (or a paper file), write CURATED_DIR/<dataset>/{train,validation}.{jsonl,parquet}."""
     source, default_out = resolve_source(cfg.source)
     out = Path(cfg.out) if cfg.out else default_out
-    episodes = load_source(source, cfg.task)  # bad input fails here, before any judge model loads
+    episodes, imported = load_source(source, cfg.task)  # bad input fails here, before a judge loads
     if not episodes:
         raise InputError(f"{source}: no episodes to curate")
-    result, counts = curate_episodes(episodes, cfg)
+    refuse_test_split(episodes, source, cfg.allow_test_split)
+    result, counts = curate_episodes(episodes, cfg, imported=imported)
     if not any(len(r) for splits in result.values() for r in splits.values()):
         raise InputError(f"{source}: curation produced no rows ({counts['episodes']} episodes, "
                          f"{counts['failed_with_reflections']} failed trial 1 with reflections, "

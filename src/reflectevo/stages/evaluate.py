@@ -2,7 +2,10 @@
 
 Two protocols share one run:
 - oracle-gated (the paper's): only problems whose trial 1 the gold verifier marks wrong are reflected on;
-  the reflection prompt carries the verifier's feedback;
+  the reflection prompt carries the verifier's feedback. Beside it, the same problems get a retry
+  without reflection (the failed trial 1 and the feedback, then "solve it again"), written by the model
+  that writes trial 2: reflection value = Acc@t2 - Acc@t2 of the retry, so a second try alone is not
+  credited to reflection;
 - oracle-free: the model first judges its own answer (self-check); where it says "revise" (or its
   verdict cannot be read) it reflects and corrects with no gold feedback, otherwise trial 1 stands.
 
@@ -18,71 +21,23 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
-
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from reflectevo.backends import Backend, SamplingParams, load_backend, resolve
 from reflectevo.backends.cache import GenerationCache, Generator
 from reflectevo.config import EvaluateConfig
 from reflectevo.errors import BackendError, InputError, ReflectEvoError
 from reflectevo.progress import console, progress_bar
-from reflectevo.prompts import correction_prompt, reflect_and_correct_prompt, test_reflection_prompt
-from reflectevo.prompts.templates import self_check_prompt
-from reflectevo.records import Attempt, Episode, Messages, Problem, Reflection, Sampling, read_jsonl
+from reflectevo.prompts import (correction_prompt, reflect_and_correct_prompt, retry_prompt, self_check_prompt,
+                                test_reflection_prompt)
+from reflectevo.records import (RESULTS_SCHEMA, Attempt, Episode, EvalSample, Messages, Problem, Reflection,
+                                SelfCheck, read_samples)
 from reflectevo.report.metrics import Outcome, compute_metrics, summary_row
 from reflectevo.runs import RunDir, manifest, write_atomic, write_json
 from reflectevo.tasks import Task, get_task
 
-SAMPLE_SCHEMA = "reflectevo.eval-sample/1"
-RESULTS_SCHEMA = "reflectevo.eval-results/1"
 # The same phase offsets as the generation stage (so identical trial-1 prompts hit the cache), plus one.
 TRIAL1_SEED, REFLECT_SEED, TRIAL2_SEED, SELF_CHECK_SEED = 0, 1, 2, 3
 TEST_TIME_INSTRUCTION_ID = "test-time"
-
-
-# ------------------------------------------------------------------------------------------ records
-
-class SelfCheck(BaseModel):
-    """The model's own judgement of its trial 1 (oracle-free protocol)."""
-
-    model_config = ConfigDict(extra="forbid")
-    messages: Messages
-    response: str
-    model: str
-    sampling: Sampling
-    seed: int
-    decision: Literal["keep", "revise"]
-    parsed: bool  # False: no verdict could be read, and the answer was revised
-
-
-class EvalSample(BaseModel):
-    """One test problem: an episode (trial 1, and the oracle-gated reflection with its trial 2 when trial 1
-    was wrong), the self-check, and the oracle-free reflection with its trial 2 when the self-check said
-    revise. Reflections use instruction_id "test-time" (the fixed test-time prompt, no pool instruction)."""
-
-    model_config = ConfigDict(extra="forbid", populate_by_name=True)
-    schema_version: str = Field(SAMPLE_SCHEMA, alias="schema")
-    episode: Episode
-    self_check: SelfCheck | None = None
-    oracle_free: Reflection | None = None
-
-    def to_json(self) -> str:
-        return self.model_dump_json(by_alias=True)
-
-
-def read_samples(path: str | Path) -> list[EvalSample]:
-    samples = []
-    for lineno, obj in read_jsonl(path):
-        if obj.get("schema") != SAMPLE_SCHEMA:
-            raise InputError(f"{path}:{lineno}: not a reflectevo evaluation sample (schema={obj.get('schema')!r})")
-        try:
-            samples.append(EvalSample.model_validate(obj))
-        except ValidationError as exc:
-            first = exc.errors()[0]
-            raise InputError(f"{path}:{lineno}: invalid sample: {'.'.join(map(str, first['loc']))}: "
-                             f"{first['msg']}") from exc
-    return samples
 
 
 def outcome(sample: EvalSample) -> Outcome:
@@ -90,12 +45,17 @@ def outcome(sample: EvalSample) -> Outcome:
     t1 = ep.trial1.verdict
     gated = ep.reflections[0].trial2.verdict if ep.reflections and ep.reflections[0].trial2 else None
     free = sample.oracle_free.trial2.verdict if sample.oracle_free and sample.oracle_free.trial2 else None
+    retry = sample.retry.verdict if sample.retry else None
     checked = sample.self_check is not None
     f1 = lambda v: None if v is None else v.details.get("f1")  # noqa: E731
+    # The retry baseline exists where every failure got one (trial 1 stands where it was right).
+    retried = retry is not None or t1.correct
     return Outcome(
         task=ep.task, t1=t1.correct, t1_extraction_failed=t1.extraction_failed,
         t2_oracle=gated.correct if gated else t1.correct,
         t2_oracle_extraction_failed=gated.extraction_failed if gated else None,
+        t2_retry=(retry.correct if retry else t1.correct) if retried else None,
+        t2_retry_extraction_failed=retry.extraction_failed if retry else None,
         t2_free=(free.correct if free else t1.correct) if checked else None,
         t2_free_extraction_failed=free.extraction_failed if free else None,
         revised=sample.self_check.decision == "revise" if checked else None,
@@ -215,9 +175,9 @@ def load_problems(cfg: EvaluateConfig) -> list[tuple[Task, Problem]]:
         raise InputError("setting 'data' applies to a single task; evaluate tasks with their own data one at a time")
     items = []
     for name in cfg.tasks:
-        task = get_task(name, data_path=cfg.data, few_shot=cfg.few_shot)
-        if cfg.split not in task.splits:
-            raise InputError(f"task {name!r} has no {cfg.split!r} split (it has: {', '.join(task.splits)}); "
+        task = get_task(name, data_path=cfg.data, data_split=cfg.data_split, few_shot=cfg.few_shot)
+        if cfg.split not in task.split_names:
+            raise InputError(f"task {name!r} has no {cfg.split!r} split (it has: {', '.join(task.split_names)}); "
                              f"choose one with --split")
         problems = task.load(cfg.split)
         if not problems:
@@ -315,6 +275,21 @@ def run_evaluation(items: list[tuple[Task, Problem]], roles: Roles, cfg: Evaluat
             samples[job.index].episode.reflections.append(reflection)
         else:
             samples[job.index].oracle_free = reflection
+
+    # Retry without reflection (oracle-gated failures): the model that writes trial 2, same seed and
+    # sampling as trial 2, shown the failed trial 1 and the feedback but no reflection.
+    if cfg.retry_baseline:
+        writer = roles.reflector if one_stage else roles.corrector
+        retry_params = params(TRIAL2_SEED, cfg.max_tokens)
+        retry_jobs = [job for job in jobs if job.protocol == "oracle"]
+        prompts = []
+        for job in retry_jobs:
+            t1 = samples[job.index].episode.trial1
+            prompts.append(retry_prompt(t1.messages, t1.response, job.feedback, items[job.index][0].answer_format))
+        texts = generate_texts(writer, prompts, retry_params, "retry (no reflection)")
+        for job, messages, text in zip(retry_jobs, prompts, texts):
+            task, problem = items[job.index]
+            samples[job.index].retry = judged(task, problem, messages, text, writer, retry_params)
     return samples
 
 
@@ -370,17 +345,22 @@ def print_summary(metrics: dict) -> None:
     from rich.table import Table
 
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
-    table = Table("task", "n", "Acc@t1", "Acc@t2 oracle", "Δ", "w→r", "r→w", "Acc@t2 free", "Δ", "w→r", "r→w",
-                  "extract fail", title="evaluation (%)")
+    interval = lambda ci: "" if not ci else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"  # noqa: E731
+    table = Table("task", "n", "t1", "t2 oracle", "Δ", "w→r", "t2 retry", "reflection value [95% CI]",
+                  "t2 free", "Δ free", "r→w free", "extract fail", title="evaluation: accuracy (%) at trial 1 (t1) "
+                  "and trial 2 (t2)")
     groups = list(metrics["per_task"].items())
     if len(groups) > 1:
         groups.append(("overall", metrics["overall"]))
     for name, group in groups:
         row = summary_row(group)
+        value = "-" if row["reflection_value"] is None else \
+            f"{100 * row['reflection_value']:+.1f}{interval(row['reflection_value_ci'])}"
         table.add_row(name, str(row["n"]), pct(row["acc_t1"]), pct(row["acc_t2_oracle"]), pct(row["delta_oracle"]),
-                      str(row["wrong_to_right_oracle"]), str(row["right_to_wrong_oracle"]),
-                      pct(row["acc_t2_free"]), pct(row["delta_free"]), str(row["wrong_to_right_free"] or 0)
-                      if row["acc_t2_free"] is not None else "-",
+                      str(row["wrong_to_right_oracle"]), pct(row["acc_t2_retry"]), value,
+                      pct(row["acc_t2_free"]), pct(row["delta_free"]),
                       str(row["right_to_wrong_free"] or 0) if row["acc_t2_free"] is not None else "-",
                       pct(row["extraction_failure_t1"]))
     console.print(table)
+    console.print("reflection value = Acc@t2 oracle - Acc@t2 of a retry without reflection (same problems, paired "
+                  "bootstrap); credit a gain to reflection only where its interval is above zero")

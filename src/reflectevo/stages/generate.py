@@ -31,8 +31,21 @@ class Models:
     reflector: Generator
 
 
+def generation_split(task: Task, split: str | None) -> str:
+    """The split to generate on: the one asked for, else train. Test only when asked for, or when the
+    task has nothing else (its episodes then serve analysis: curate and train refuse them)."""
+    if split:
+        return split
+    if "train" in task.split_names:
+        return "train"
+    console.print(f"[yellow]note[/yellow]: task {task.name!r} has no train split (splits: "
+                  f"{', '.join(task.split_names)}); generating on {task.default_split!r}. Curate and train refuse "
+                  f"test-split episodes; to generate training data give a train file: --data FILE --data-split train")
+    return task.default_split
+
+
 def load_problems(task: Task, split: str | None, limit: int | None) -> list[Problem]:
-    problems = task.load(split or task.default_split)
+    problems = task.load(generation_split(task, split))
     return problems[:limit] if limit else problems
 
 
@@ -125,8 +138,11 @@ def open_models(cfg: GenerateConfig) -> tuple[Models, GenerationCache | None]:
 
 def generate(cfg: GenerateConfig) -> Path:
     """Run the stage and write OUT/episodes.jsonl (atomically) with its config and manifest."""
-    task = get_task(cfg.task, data_path=cfg.data, few_shot=cfg.few_shot)
-    problems = load_problems(task, cfg.split, cfg.limit)  # bad data fails here, before a model loads
+    task = get_task(cfg.task, data_path=cfg.data, data_split=cfg.data_split, few_shot=cfg.few_shot)
+    split = generation_split(task, cfg.split)
+    problems = load_problems(task, split, cfg.limit)  # bad data fails here, before a model loads
+    source = f"from {cfg.data}" if task.data_file(split) else "the task's own data"
+    console.print(f"generate: {len(problems)} problems of task {task.name!r}, split {split!r} ({source})")
     select(load_pool(*cfg.instruction_files), cfg.instructions)  # and unknown instruction ids too
     with RunDir(cfg.out) as run:
         models, cache = open_models(cfg)  # an unknown model fails here, before anything is written
@@ -142,7 +158,7 @@ def generate(cfg: GenerateConfig) -> Path:
         summary = summarize(episodes)
         summary["engine_tokens"] = models.generator.generated_tokens + (
             models.reflector.generated_tokens if models.reflector is not models.generator else 0)
-        run.write_manifest("generate", cfg.model_dump(), task=task.describe(),
+        run.write_manifest("generate", cfg.model_dump(), task=task.describe(), split=split,
                            models={"generator": models.generator.backend.describe(),
                                    "reflector": models.reflector.backend.describe()},
                            seeds={"trial1": cfg.seed + TRIAL1_SEED, "reflection": cfg.seed + REFLECT_SEED,

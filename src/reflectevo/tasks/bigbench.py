@@ -44,22 +44,28 @@ _FREE_EXAMPLES = [
 ]
 
 
+class _OneFile(Task):
+    """A task whose one (user-given) data file is one split: `data_split`, by default test."""
+
+    def __init__(self, data_path=None, few_shot: int = 0, data_split: str | None = None):
+        super().__init__(data_path, few_shot, data_split)
+        self.splits = (self.data_split,)
+
+
 def _rows(task: Task):
     path = user_data_path(task.name, task.data_path, _FILE, _HOW)
     return path, read_records(path)
 
 
 @register_task("bigbench", "BIG-bench multiple choice, the ReflectEvo mix (356 rows); data from --data")
-class BigBench(Task):
+class BigBench(_OneFile):
     name = "bigbench"
     description = "BIG-bench MCQ rows of the ReflectEvo mix (VitaminC, StrategyQA, TimeDial, Social IQa); --data"
     answer_type = "choice"
-    splits = ("test",)
     instruction = "Read the question and options, reason step by step, then choose one option."
     answer_format = 'End your response with "The answer is: X" where X is the letter of one option.'
 
-    def load(self, split: str) -> list[Problem]:
-        self.check_split(split)
+    def read(self, split: str) -> list[Problem]:
         path, rows = _rows(self)
         problems = []
         for lineno, obj in rows:
@@ -82,16 +88,14 @@ class BigBench(Task):
 
 
 @register_task("bigbench_free", "BIG-bench free text, the ReflectEvo mix (144 rows; SQuAD EM, F1 kept); data from --data")
-class BigBenchFree(Task):
+class BigBenchFree(_OneFile):
     name = "bigbench_free"
     description = "BIG-bench free-text rows of the ReflectEvo mix (SQuADShifts, CoQA); SQuAD EM + F1; --data"
     answer_type = "text"
-    splits = ("test",)
     instruction = "Read the passage and answer the question with a short phrase taken from it."
     answer_format = 'End your response with "The answer is: X" where X is a short answer.'
 
-    def load(self, split: str) -> list[Problem]:
-        self.check_split(split)
+    def read(self, split: str) -> list[Problem]:
         path, rows = _rows(self)
         problems = []
         index = 0

@@ -19,9 +19,8 @@ class GSM8K(Task):
     instruction = "Solve the math word problem. Think step by step, then give the final number."
     answer_format = 'End your response with "The answer is: N" where N is a number.'
 
-    def load(self, split: str) -> list[Problem]:
-        self.check_split(split)
-        path = self.data_path or bundled(f"gsm8k/{split}.jsonl.gz")
+    def read(self, split: str) -> list[Problem]:
+        path = self.data_file(split) or bundled(f"gsm8k/{split}.jsonl.gz")
         problems = []
         for index, (lineno, obj) in enumerate(read_records(path)):
             answer = require(obj, "answer", path, lineno)
@@ -34,7 +33,7 @@ class GSM8K(Task):
         return problems
 
     def examples(self) -> list[tuple[str, str]]:
-        # Worked examples from the train split (never the test split), in the answer format above.
+        # Worked examples from the train split (never validation or test), in the answer format above.
         if not self.few_shot:
             return []
         shots = []

@@ -16,16 +16,23 @@ from reflectevo.records import Problem, Verdict
 from reflectevo.tasks.base import Task
 from reflectevo.verify.number import extract_number
 
-# One generated pool, split by a hash of the question: test questions never reach train, and both
-# splits follow the same distribution (held-out by seed would leave the easy, often-repeated questions
-# to whichever split claims them first).
+# One generated pool, split by a hash of each question's split key: test questions never reach train,
+# and both splits follow the same distribution (held-out by seed would leave the easy, often-repeated
+# questions to whichever split claims them first). Validation is carved from train the same way
+# (tasks/base.py). "Disjoint" means no two splits share a key: for commutative tasks such as `add`
+# the key is the sorted operands, so 3 + 4 and 4 + 3 always land in the same split.
 POOL_SEED = 1
 POOL_SIZE = 2500
 TEST_PERCENT = 20
 
 
-def split_of(question: str) -> str:
-    return "test" if int(hashlib.sha256(question.encode()).hexdigest(), 16) % 100 < TEST_PERCENT else "train"
+def split_of(key: str) -> str:
+    return "test" if int(hashlib.sha256(key.encode()).hexdigest(), 16) % 100 < TEST_PERCENT else "train"
+
+
+def operands_key(question: str) -> str:
+    """The numbers of a sum in ascending order: one key for every order of the same terms."""
+    return "+".join(sorted(re.findall(r"\d+", question), key=int))
 
 
 NUMERIC_ANSWER_FORMAT = 'End your response with "The answer is: N" where N is a number.'
@@ -41,8 +48,13 @@ class GymTask(Task):
 
     def __init__(self, dataset: str, data_path=None, few_shot: int = 0, name: str | None = None,
                  pool_size: int = POOL_SIZE, numeric: bool = False, instruction: str | None = None,
-                 answer_format: str | None = None, **options):
-        super().__init__(data_path, few_shot)
+                 answer_format: str | None = None, commutative: bool = False, data_split: str | None = None,
+                 **options):
+        if data_path is not None:
+            raise InputError(f"task {name or 'gym:' + dataset!r} generates its problems; a data file "
+                             f"(--data {data_path}) does not apply to it")
+        super().__init__(None, few_shot, data_split)
+        self.commutative = commutative
         # Numeric datasets: take the number the way GSM8K does (answer cue, else the last number), so
         # "1 + 5 = 6" is read as 6 rather than as a whole line the scorer cannot match.
         self.numeric = numeric
@@ -72,12 +84,14 @@ class GymTask(Task):
             raise InputError(f"task {self.name!r}: reasoning-gym cannot build {self.dataset!r} "
                              f"with {self.options}: {exc}") from exc
 
-    def load(self, split: str) -> list[Problem]:
-        if split not in self.splits:
-            raise InputError(f"task {self.name!r} has no split {split!r}; splits: train, test")
+    def split_key(self, problem: Problem) -> str:
+        return operands_key(problem.question) if self.commutative else problem.question
+
+    def read(self, split: str) -> list[Problem]:
         problems, seen = [], set()
         for entry in self._generate():
-            if entry["question"] in seen or split_of(entry["question"]) != split:
+            key = operands_key(entry["question"]) if self.commutative else entry["question"]
+            if entry["question"] in seen or split_of(key) != split:
                 continue
             seen.add(entry["question"])
             problems.append(Problem(id=f"{self.name}/{split}/{len(problems)}", task=self.name, split=split,
@@ -112,16 +126,17 @@ class GymTask(Task):
 
     def describe(self) -> dict:
         return {**super().describe(), "dataset": self.dataset, "options": self.options, "numeric": self.numeric,
-                "pool_seed": POOL_SEED, "pool_size": self.pool_size, "test_percent": TEST_PERCENT}
+                "pool_seed": POOL_SEED, "pool_size": self.pool_size, "test_percent": TEST_PERCENT,
+                "split_key": "sorted operands" if self.commutative else "question"}
 
 
-def arith(data_path=None, few_shot: int = 0) -> GymTask:
+def arith(data_path=None, few_shot: int = 0, data_split: str | None = None) -> GymTask:
     """Sums and differences of two or three small numbers: within reach of a 135M model, not trivial."""
     return GymTask("chain_sum", data_path, few_shot, name="arith", numeric=True, min_terms=2, max_terms=3,
-                   min_digits=1, max_digits=2)
+                   min_digits=1, max_digits=2, data_split=data_split)
 
 
-def add(data_path=None, few_shot: int = 0) -> GymTask:
+def add(data_path=None, few_shot: int = 0, data_split: str | None = None) -> GymTask:
     """Sums of two numbers below 100, answered directly.
 
     The 135M model gets about 10% of these right when told to think step by step (it talks until the
@@ -129,5 +144,6 @@ def add(data_path=None, few_shot: int = 0) -> GymTask:
     reflect on and skill to build on, which is what reflection learning needs to show anything.
     """
     return GymTask("basic_arithmetic", data_path, few_shot, name="add", numeric=True, instruction="",
-                   answer_format="Reply with only the number.", operators=("+",), min_terms=2, max_terms=2,
+                   answer_format="Reply with only the number.", commutative=True, data_split=data_split,
+                   operators=("+",), min_terms=2, max_terms=2,
                    min_digits=1, max_digits=2, allow_negation=False, allow_parentheses=False)

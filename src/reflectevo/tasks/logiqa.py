@@ -8,8 +8,9 @@ $REFLECTEVO_DATA_DIR. Two layouts are read:
 - the original LogiQA files (lgw863/LogiQA-dataset): Test.txt, Train.txt, Eval.txt, 8 lines per
   item (blank, answer letter, context, question, 4 options).
 
-`data_path` may be one of those files (it then serves the test split) or a folder holding them
-(logiqa_test.jsonl or Test.txt for test, Train.txt for train, Eval.txt for validation).
+`data_path` may be one of those files (it then serves one split: `data_split`, by default the one its
+name says, else test) or a folder holding them (logiqa_test.jsonl or Test.txt for test, Train.txt for
+train, Eval.txt for validation).
 """
 
 from __future__ import annotations
@@ -53,8 +54,16 @@ class LogiQA(Task):
     instruction = "Read the passage and question, reason step by step, then choose one option."
     answer_format = 'End your response with "The answer is: X" where X is one of A, B, C, D.'
 
+    def __init__(self, data_path=None, few_shot: int = 0, data_split: str | None = None):
+        path = Path(data_path) if data_path else None
+        if data_split is None and path is not None and not path.is_dir():
+            data_split = next((s for s, names in _FILES.items() if path.name in names), None)
+        super().__init__(data_path, few_shot, data_split)
+        if path is not None and not path.is_dir():
+            self.splits = (self.data_split,)  # one file, one split
+
     def _path(self, split: str) -> Path:
-        names = _FILES[split]
+        names = _FILES.get(split, ())
         given = self.data_path
         if given is None and os.environ.get("REFLECTEVO_DATA_DIR"):
             given = Path(os.environ["REFLECTEVO_DATA_DIR"])
@@ -70,13 +79,9 @@ class LogiQA(Task):
             raise InputError(f"task 'logiqa' split {split!r}: none of {', '.join(names)} in {given} ({_HOW})")
         if not given.is_file():
             raise InputError(f"task 'logiqa': data file {given} does not exist ({_HOW})")
-        if split != "test" and given.name not in names:
-            raise InputError(f"task 'logiqa' split {split!r} needs {names[0]}; --data {given} "
-                             f"serves the test split (give the folder holding {names[0]})")
         return given
 
-    def load(self, split: str) -> list[Problem]:
-        self.check_split(split)
+    def read(self, split: str) -> list[Problem]:
         path = self._path(split)
         if path.suffix == ".txt":
             items = _read_original(path)

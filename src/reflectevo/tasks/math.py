@@ -44,9 +44,8 @@ class _MathTask(Task):
     answer_format = "Put your final answer within \\boxed{}."
     test_file = PAPER_SAMPLE
 
-    def load(self, split: str) -> list[Problem]:
-        self.check_split(split)
-        if self.data_path is not None:
+    def read(self, split: str) -> list[Problem]:
+        if self.data_file(split) is not None:
             return self._problems(read_records(self.data_path), split, str(self.data_path))
         if split == "test":
             return self._problems(_rows(self.test_file), split, self.test_file)
@@ -83,7 +82,7 @@ class _MathTask(Task):
 
 @functools.lru_cache(maxsize=1)
 def _few_shot_pool() -> tuple[Problem, ...]:
-    pool = MathTask().load("train")
+    pool = MathTask().load("train")  # never a validation or test problem
     chosen, subjects = [], set()
     for problem in pool:
         if problem.meta.get("level") != "Level 1" or len(problem.meta["solution"]) > 450:

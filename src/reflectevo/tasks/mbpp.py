@@ -46,10 +46,11 @@ class MBPP(Task):
     answer_format = "Give the complete function in one ```python code block."
     limits = Limits()
 
-    def load(self, split: str) -> list[Problem]:
-        self.check_split(split)
-        path = self.data_path or bundled("mbpp/mbpp.jsonl.gz")
-        low, high = SPLIT_RANGES[split]
+    def read(self, split: str) -> list[Problem]:
+        # A user's file is the whole of the split it replaces; the bundled file is cut by task_id ranges.
+        path = self.data_file(split)
+        low, high = (float("-inf"), float("inf")) if path else SPLIT_RANGES[split]
+        path = path or bundled("mbpp/mbpp.jsonl.gz")
         problems = []
         for lineno, obj in _rows(str(path)):
             task_id = int(require(obj, "task_id", path, lineno))
@@ -71,7 +72,7 @@ class MBPP(Task):
     def examples(self) -> list[tuple[str, str]]:
         if not self.few_shot:
             return []
-        prompt = {int(p.meta["task_id"]): p for p in MBPP().load("prompt")}
+        prompt = {int(p.meta["task_id"]): p for p in MBPP().read("prompt")}
         shots = []
         for task_id in FEW_SHOT_IDS[: self.few_shot]:
             problem = prompt[task_id]

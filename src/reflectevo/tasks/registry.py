@@ -23,7 +23,9 @@ def register_task(name: str, description: str = "") -> Callable:
 
 
 def get_task(name: str, **options) -> Task:
+    """Build task `name` with `options` (data_path, data_split, few_shot, ...); None means the default."""
     _load_builtin()
+    options = {key: value for key, value in options.items() if value is not None}
     if name.startswith("gym:"):
         from reflectevo.tasks.gym import GymTask
 

@@ -20,12 +20,16 @@
     few_shot: shots.jsonl              # optional; records with question and answer (worked answers)
     letters: ABCD                      # choice tasks without an options column
 
-The data path in the file can be overridden with get_task(path, data_path=...) (the CLI's --data).
+A data file given with get_task(path, data_path=..., data_split=...) (the CLI's --data, --data-split)
+replaces one split (default: test). A task with one data file has one split; to generate training
+data from a task, give it a train file (splits: {train: ..., test: ...}).
+A template may not show the answer column: the gold answer would then be in every prompt.
 """
 
 from __future__ import annotations
 
 import re
+import string
 from pathlib import Path
 from typing import Any
 
@@ -61,8 +65,9 @@ _LETTERS = "ABCDEFGHIJ"
 class YamlTask(Task):
     """A task described by a YAML file (see the module docstring)."""
 
-    def __init__(self, spec_path: str | Path, data_path: str | Path | None = None, few_shot: int = 0):
-        super().__init__(data_path=data_path, few_shot=few_shot)
+    def __init__(self, spec_path: str | Path, data_path: str | Path | None = None, few_shot: int = 0,
+                 data_split: str | None = None):
+        super().__init__(data_path=data_path, few_shot=few_shot, data_split=data_split)
         self.spec_path = Path(spec_path)
         spec = _read_spec(self.spec_path)
         where = str(self.spec_path)
@@ -83,7 +88,7 @@ class YamlTask(Task):
         elif data_path is None:
             raise InputError(f"{where}: give the data file as data: <path> (or splits: {{test: <path>}})")
         if data_path is not None:
-            files = {**files, spec.get("default_split", "test"): Path(data_path)}
+            files = {**files, self.data_split: Path(data_path)}
         self.files = files
         self.splits = tuple(files)
         self.default_split = str(spec.get("default_split", "test" if "test" in files else self.splits[0]))
@@ -95,6 +100,15 @@ class YamlTask(Task):
                              f"unknown: {', '.join(sorted(set(fields) - _FIELDS)) if isinstance(fields, dict) else fields}")
         self.fields = {key: str(fields.get(key, key)) for key in _FIELDS}
         self.template = spec.get("template")
+        if self.template is not None:
+            try:
+                shown = {name for _, name, _, _ in string.Formatter().parse(str(self.template)) if name}
+            except ValueError as exc:
+                raise InputError(f"{where}: bad template ({exc})") from exc
+            leaked = shown & {self.fields["answer"], self.fields["aliases"]}
+            if leaked:
+                raise InputError(f"{where}: template shows the answer column {{{sorted(leaked)[0]}}}: the gold answer "
+                                 f"would be in every prompt (and in every training row built from it)")
         instruction, answer_format = _DEFAULTS[self.answer_type]
         self.instruction = str(spec.get("instruction", instruction))
         self.answer_format = str(spec.get("answer_format", answer_format))
@@ -127,8 +141,7 @@ class YamlTask(Task):
                 raise InputError(f"{self.spec_path}: bad template ({exc})") from exc
         return str(self._get(row, "question", path, number))
 
-    def load(self, split: str) -> list[Problem]:
-        self.check_split(split)
+    def read(self, split: str) -> list[Problem]:
         path = self.files[split]
         problems = []
         for number, row in read_table(path):
@@ -266,5 +279,6 @@ def _read_spec(path: Path) -> dict:
     return spec
 
 
-def load_yaml_task(path: str | Path, data_path: str | Path | None = None, few_shot: int = 0) -> YamlTask:
-    return YamlTask(path, data_path=data_path, few_shot=few_shot)
+def load_yaml_task(path: str | Path, data_path: str | Path | None = None, few_shot: int = 0,
+                   data_split: str | None = None) -> YamlTask:
+    return YamlTask(path, data_path=data_path, few_shot=few_shot, data_split=data_split)

@@ -13,7 +13,7 @@ from pydantic import Field
 from reflectevo.backends.models import DEFAULT_MODEL
 from reflectevo.config import StageConfig
 
-Setting = Literal["I", "II", "III", "IV"]
+Setting = Literal["I", "II", "III", "IV", "control"]
 
 #: what each setting trains: (stage name, curated sub-folder, trainer kind), in training order
 STAGES: dict[str, list[tuple[str, str, str]]] = {
@@ -21,6 +21,7 @@ STAGES: dict[str, list[tuple[str, str, str]]] = {
     "II": [("stage1", "sft_reflect", "sft"), ("stage2", "sft_correct", "sft")],
     "III": [("model", "dpo_contrastive", "dpo")],
     "IV": [("model", "dpo_preference", "dpo")],
+    "control": [("model", "sft_self_train", "sft")],
 }
 
 DESCRIPTIONS = {
@@ -29,6 +30,8 @@ DESCRIPTIONS = {
           "stage 2 (question, failed trial 1, reflection) -> corrected answer",
     "III": "DPO on D+-: a reflection that led to a correct trial 2 over one that did not",
     "IV": "DPO on Dpref: the judge-preferred of two reflections that both led to a correct trial 2",
+    "control": "the self-training control: SFT on the model's own right trial-1 answers, as many rows as "
+               "setting I's, no reflection (a gain of I that this matches is not reflection's)",
 }
 STAGE_ROLES = {"stage1": "the reflector (writes reflections)", "stage2": "the corrector (answers again)"}
 
@@ -68,6 +71,8 @@ class TrainConfig(StageConfig):
     save_steps: int = Field(200, ge=1)
     save_total_limit: int = Field(2, ge=1)
     resume: bool = Field(False, description="continue from the last checkpoint in `out`")
+    allow_test_split: bool = Field(False, description="train on rows from a test split (contaminates every "
+                                                      "later evaluation on it)")
     merge: bool = Field(True, description="LoRA: also write the merged model folder")
     seed: int = 0
 

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reflectevo.errors import InputError
-from reflectevo.records import read_jsonl
+from reflectevo.records import TEST_SPLIT, read_jsonl
 from reflectevo.training.config import STAGES
 
 #: the columns TRL reads, per trainer kind; provenance columns (task, episode_id, ...) are dropped
@@ -74,8 +74,12 @@ def _check_messages(where: str, column: str, value: Any, assistant_reply: bool) 
                          f"{value[-1]['role']!r})")
 
 
-def validate_row(where: str, row: dict, kind: str, setting: str) -> dict:
+def validate_row(where: str, row: dict, kind: str, setting: str, allow_test_split: bool = False) -> dict:
     """The row's TRL columns, or an InputError that says what is wrong and where."""
+    if row.get("split") == TEST_SPLIT and not allow_test_split:
+        raise InputError(f"{where}: a row from the {TEST_SPLIT!r} split (episode {row.get('episode_id')}); training "
+                         f"on test problems contaminates every evaluation on them. Curate episodes of a train "
+                         f"split, or pass --allow-test-split if you know why")
     other = "dpo" if kind == "sft" else "sft"
     needed = COLUMNS[kind]
     if all(c in row for c in COLUMNS[other]) and not all(c in row for c in needed):
@@ -98,7 +102,7 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_stage(folder: Path, kind: str, setting: str) -> StageData:
+def load_stage(folder: Path, kind: str, setting: str, allow_test_split: bool = False) -> StageData:
     data = StageData(name=folder.name, folder=folder, kind=kind)
     for split in ("train", "validation"):
         found = _rows(folder, split)
@@ -109,7 +113,7 @@ def load_stage(folder: Path, kind: str, setting: str) -> StageData:
         path, rows = found
         target = data.train if split == "train" else data.validation
         for where, row in rows:
-            target.append(validate_row(where, row, kind, setting))
+            target.append(validate_row(where, row, kind, setting, allow_test_split))
             if split == "train":
                 data.tasks[str(row.get("task", "unknown"))] += 1
         data.files[str(path)] = _sha256(path)
@@ -122,12 +126,16 @@ def is_dataset_folder(folder: Path) -> bool:
     return (folder / "train.jsonl").is_file() or (folder / "train.parquet").is_file()
 
 
-def load_setting(data_dir: str | Path, setting: str) -> list[tuple[str, StageData]]:
+def load_setting(data_dir: str | Path, setting: str, allow_test_split: bool = False) -> list[tuple[str, StageData]]:
     """(stage name, data) for each model the setting trains, in training order.
 
     `data_dir` is the curated folder; a single-model setting also accepts the dataset sub-folder itself.
     """
     root = Path(data_dir).expanduser()
+    if root.is_file():
+        raise InputError(f"{root} is a file; train expects a curated folder (from `reflectevo curate`) holding "
+                         f"{', '.join(d + '/' for _, d, _ in STAGES[setting])} with train.jsonl (or train.parquet), "
+                         f"or one such dataset folder")
     if not root.is_dir():
         raise InputError(f"curated folder {root} does not exist (make one with `reflectevo curate`)")
     stages = STAGES[setting]
@@ -136,7 +144,7 @@ def load_setting(data_dir: str | Path, setting: str) -> list[tuple[str, StageDat
             raise InputError(f"{root} is one dataset, but setting {setting} trains two models: give the curated "
                              f"folder that holds {' and '.join(d + '/' for _, d, _ in stages)}")
         stage, _, kind = stages[0]
-        return [(stage, load_stage(root, kind, setting))]
+        return [(stage, load_stage(root, kind, setting, allow_test_split))]
     loaded = []
     for stage, dataset, kind in stages:
         folder = root / dataset
@@ -144,5 +152,5 @@ def load_setting(data_dir: str | Path, setting: str) -> list[tuple[str, StageDat
             present = sorted(p.name for p in root.iterdir() if p.is_dir() and is_dataset_folder(p))
             raise InputError(f"{root} has no {dataset}/ (setting {setting} trains on it); "
                              f"datasets found: {', '.join(present) or 'none'}")
-        loaded.append((stage, load_stage(folder, kind, setting)))
+        loaded.append((stage, load_stage(folder, kind, setting, allow_test_split)))
     return loaded

@@ -41,7 +41,7 @@ def _quiet_library_bars() -> None:
 
 def plan(cfg: TrainConfig) -> list[tuple[str, StageData, Path]]:
     """(stage, data, folder) per model to train; every input check happens here, before a model loads."""
-    stages = load_setting(cfg.data, cfg.setting)
+    stages = load_setting(cfg.data, cfg.setting, cfg.allow_test_split)
     resolve_base(cfg)
     out = Path(cfg.out).expanduser()
     folders = [(stage, data, out / stage if len(stages) > 1 else out) for stage, data in stages]
