@@ -1,6 +1,6 @@
 """Does reflection learning help? Settings I-IV side by side, and a second iteration, on held-out problems.
 
-    python scripts/evidence.py --out runs/evidence            # then read docs/evidence_run.md
+    python scripts/evidence.py --out runs/evidence --docs docs/evidence/NAME   # then read its evidence_run.md
 
 For each setting, `reflectevo evolve` runs from the untrained default model: iteration 0 evaluates the
 untrained model on the test split (in the setting's own test-time mode), iteration k generates on the
@@ -162,7 +162,7 @@ def write_markdown(args, rows: list[dict], failed: list[dict], seconds: float, p
     lines += [f"| {r['label']} | - | - | not trained: {r['error'][:200]} | | | | |" for r in failed]
     lines += ["", "![gains](evidence.png)", "",
               "Raw results: `results.json` and `samples.jsonl` under each `setting_*/iter_*/evaluate/` of the run "
-              "directory; the numbers above are in `docs/evidence.json`."]
+              "directory; the numbers above are in `evidence.json` beside this file."]
     path.write_text("\n".join(lines) + "\n")
 
 
@@ -182,7 +182,7 @@ def main() -> None:
     parser.add_argument("--settings", default=",".join(SETTINGS))
     parser.add_argument("--no-control", action="store_true", help="skip the control (see above)")
     parser.add_argument("--cache", default=None)
-    parser.add_argument("--docs", default="docs")
+    parser.add_argument("--docs", default="docs/evidence/new-run", help="folder for this run's table, JSON and figure")
     parser.add_argument("--report-only", action="store_true",
                         help="summarise the loops already in --out (e.g. of an interrupted run) without running")
     args = parser.parse_args()

@@ -13,7 +13,7 @@ import pytest
 
 from reflectevo.config import build
 from reflectevo.errors import InputError
-from reflectevo.stages.evolve import EvolveConfig, evolve, improved, plan
+from reflectevo.stages.evolve import EvolveConfig, evolve, improved, is_done, mark_done, plan, step_key
 from training_data import curated_dir  # noqa: F401  (session fixture)
 
 
@@ -24,13 +24,47 @@ def config(tmp_path, **extra) -> EvolveConfig:
 def test_plan_chains_each_trained_model_into_the_next_iteration(tmp_path):
     steps = plan(config(tmp_path, iterations=2, setting="II"))
     assert [(s["iteration"], s["stage"]) for s in steps] == [
-        (0, "evaluate"), (1, "generate"), (1, "curate"), (1, "train"), (1, "evaluate"),
-        (2, "generate"), (2, "curate"), (2, "train"), (2, "evaluate")]
-    trained_1 = steps[4]["models"]
+        (0, "validate"), (0, "evaluate"), (1, "generate"), (1, "curate"), (1, "train"), (1, "validate"),
+        (1, "evaluate"), (2, "generate"), (2, "curate"), (2, "train"), (2, "validate"), (2, "evaluate")]
+    # Generation reads train, decisions read validation, the test split only reports.
+    assert {s["split"] for s in steps if s["stage"] == "generate"} == {"train"}
+    assert {s["split"] for s in steps if s["stage"] == "validate"} == {"validation"}
+    assert {s["split"] for s in steps if s["stage"] == "evaluate"} == {"test"}
+    trained_1 = steps[5]["models"]
     assert trained_1["reflector"].endswith("iter_1/train/stage1/model")
     assert trained_1["generator"].endswith("iter_1/train/stage2/model")
-    assert steps[5]["models"] == trained_1  # iteration 2 generates with iteration 1's models
-    assert steps[7]["from"] == trained_1["generator"]
+    assert steps[7]["models"] == trained_1  # iteration 2 generates with iteration 1's models
+    assert steps[9]["from"] == trained_1["generator"]
+    assert len({s["key"] for s in steps}) == len(steps)
+
+
+def test_step_hash_chains_settings_and_inputs(tmp_path):
+    base = {s["out"]: s["key"] for s in plan(config(tmp_path, iterations=2))}
+    # A changed training setting changes that step and every step after it, and nothing before it.
+    changed = {s["out"]: s["key"] for s in plan(config(tmp_path, iterations=2, train={"epochs": 1}))}
+    differs = sorted(out.split("loop/")[1] for out in base if base[out] != changed[out])
+    assert differs == ["iter_1/evaluate", "iter_1/train", "iter_1/validate", "iter_2/curate", "iter_2/evaluate",
+                       "iter_2/generate", "iter_2/train", "iter_2/validate"]
+    # The cache's location decides nothing about the outputs.
+    assert {s["out"]: s["key"] for s in plan(config(tmp_path, iterations=2, cache="/elsewhere.sqlite"))} == base
+
+
+def test_outputs_of_other_settings_are_moved_aside_not_reused(tmp_path):
+    folder = tmp_path / "step"
+    folder.mkdir()
+    (folder / "episodes.jsonl").write_text("old\n")
+    assert not is_done(folder, "episodes.jsonl", "k1")  # no record of its settings: redone
+    assert not folder.exists() and (tmp_path / "step.stale-unstamped" / "episodes.jsonl").read_text() == "old\n"
+    folder.mkdir()
+    (folder / "episodes.jsonl").write_text("new\n")
+    cfg = config(tmp_path)
+    mark_done(folder, step_key(cfg), cfg)
+    assert is_done(folder, "episodes.jsonl", step_key(cfg))
+    other = config(tmp_path, iterations=5)
+    assert not is_done(folder, "episodes.jsonl", step_key(other))
+    assert (tmp_path / f"step.stale-{step_key(cfg)[:8]}" / "episodes.jsonl").read_text() == "new\n"
+    folder.mkdir()  # an interrupted run of the same step (no output yet) resumes in place
+    assert not is_done(folder, "episodes.jsonl", step_key(other)) and folder.is_dir()
 
 
 @pytest.mark.parametrize("scores, patience, expected", [
@@ -49,8 +83,14 @@ def test_bad_stage_setting_fails_before_any_work(tmp_path):
     cfg = config(tmp_path, train={"lora_r": 0})
     with pytest.raises(InputError, match="evolve: train: setting 'lora_r'"):
         evolve(cfg, dry_run=True)
-    with pytest.raises(InputError, match="has no split 'validation'"):
-        evolve(config(tmp_path, test_split="validation"))
+    with pytest.raises(InputError, match="has no split 'dev'"):
+        evolve(config(tmp_path, test_split="dev"))
+    with pytest.raises(InputError, match="only reports; it cannot be the train_split or the validation_split"):
+        evolve(config(tmp_path, validation_split="test", test_split="validation"))
+    with pytest.raises(InputError, match="evolve: evaluate: setting 'split' is the loop's own"):
+        evolve(config(tmp_path, evaluate={"split": "test"}))
+    with pytest.raises(InputError, match="has no split 'train'.*the data file"):
+        evolve(config(tmp_path, task="bigbench", data=str(tmp_path / "rows.jsonl")))
     assert not (tmp_path / "loop").exists()
 
 
@@ -63,8 +103,9 @@ def test_dry_run_prints_the_plan_from_one_yaml_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     shown = proc.stdout + proc.stderr
     assert "setting III" in shown and "up to 3 iterations" in shown
-    stages = re.findall(r"│ (generate|curate|train|evaluate) +│", shown)
+    stages = re.findall(r"│ (generate|curate|train|validate|evaluate) +│", shown)
     assert stages.count("generate") == 3 and stages.count("evaluate") == 4 and stages.count("train") == 3
+    assert stages.count("validate") == 4
     assert not (tmp_path / "loop").exists()  # a dry run writes nothing
 
 
@@ -73,13 +114,13 @@ def test_quickstart_preset_is_a_valid_loop_on_a_built_in_task(tmp_path):
                            "--dry-run"], capture_output=True, text=True, timeout=120,
                           env={"COLUMNS": "200", "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
-    stages = re.findall(r"│ (generate|curate|train|evaluate) +│", proc.stdout + proc.stderr)
-    assert stages == ["evaluate", "generate", "curate", "train", "evaluate"]
+    stages = re.findall(r"│ (generate|curate|train|validate|evaluate) +│", proc.stdout + proc.stderr)
+    assert stages == ["validate", "evaluate", "generate", "curate", "train", "validate", "evaluate"]
     assert not (tmp_path / "qs").exists()
 
 
 def tiny(tmp_path, cache_path, **extra) -> EvolveConfig:
-    return config(tmp_path, iterations=1, train_limit=4, test_limit=3, cache=str(cache_path),
+    return config(tmp_path, iterations=1, train_limit=4, validation_limit=3, test_limit=3, cache=str(cache_path),
                   generate={"max_tokens": 24, "reflection_max_tokens": 16, "num_instructions": 1, "samples": 2},
                   curate={"validation": 0.0, "dedup": "none"},
                   train={"max_steps": 2, "batch_size": 2, "max_length": 384, "logging_steps": 1},
@@ -95,9 +136,18 @@ def test_tiny_real_loop_trains_evaluates_and_resumes(tmp_path, cache_path, curat
     loop = tmp_path / "loop"
     shutil.copytree(curated_dir, loop / "iter_1" / "curate")
     (loop / "iter_1" / "curate" / "curation.json").write_text("{}")
+    from reflectevo.stages.evolve import curate_config
+
+    curate_step = next(s for s in plan(cfg) if s["stage"] == "curate")
+    mark_done(loop / "iter_1" / "curate", curate_step["key"], curate_config(cfg, 1))  # planted as if curated
     report = evolve(cfg)
     summary = json.loads((loop / "evolve.json").read_text())
     assert [h["iteration"] for h in summary["history"]] == [0, 1]
+    assert summary["decided_on"] == "validation" and summary["ship"]["why"]
+    for h in summary["history"]:
+        assert h["score"] == h["validation"]["score"]  # decisions read validation
+        assert json.loads(open(h["test"]["results"]).read())["split"] == "test"
+        assert json.loads(open(h["validation"]["results"]).read())["split"] == "validation"
     assert (loop / "iter_1" / "generate" / "episodes.jsonl").is_file()
     lineage = json.loads((loop / "iter_1" / "lineage.json").read_text())
     assert lineage["models"]["generator"] == str(loop / "iter_1" / "train" / "model")
@@ -111,6 +161,10 @@ def test_tiny_real_loop_trains_evaluates_and_resumes(tmp_path, cache_path, curat
     evolve(cfg)
     assert time.time() - started < 120
     assert json.loads((loop / "evolve.json").read_text())["history"] == summary["history"]
+    # A damaged result is one line naming the file, not a traceback.
+    (loop / "iter_0" / "evaluate" / "results.json").write_text("{not json")
+    with pytest.raises(InputError, match=r"iter_0/evaluate/results.json: cannot read this evaluation's results"):
+        evolve(cfg)
 
 
 @pytest.mark.slow

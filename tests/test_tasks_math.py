@@ -14,11 +14,13 @@ def tasks():
 def test_splits_and_no_leak(tasks):
     paper, math500 = tasks
     assert len(paper.load("test")) == 500 and len(math500.load("test")) == 500
-    train = paper.load("train")
-    assert len(train) == 4048  # 5000 minus the union of the two test sets (48 shared)
+    train, validation = paper.load("train"), paper.load("validation")
+    # 5000 minus the union of the two test sets (48 shared), 10% of it carved out for validation
+    assert len(train) + len(validation) == 4048 and 350 < len(validation) < 450
     assert [p.question for p in math500.load("train")] == [p.question for p in train]
     held_out = {" ".join(p.question.split()) for t in tasks for p in t.load("test")}
-    assert not held_out & {" ".join(p.question.split()) for p in train}
+    assert not held_out & {" ".join(p.question.split()) for p in train + validation}
+    assert not {p.question for p in train} & {p.question for p in validation}
 
 
 def test_gold_is_last_boxed(tasks):

@@ -53,9 +53,10 @@ def generate(
     reflector: Optional[str] = typer.Option(None, help="model that writes reflections [the generator]"),
     engine: Optional[str] = typer.Option(None, help="backend engine: auto, hf, llamacpp, openai, vllm"),
     base_url: Optional[str] = typer.Option(None, help="OpenAI-compatible server(s), comma-separated: http://HOST:PORT/v1 (engine openai)"),
-    split: Optional[str] = typer.Option(None, help="task split [the task's default]"),
+    split: Optional[str] = typer.Option(None, help="split to generate on [train, where the task has one]"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N problems only"),
-    data: Optional[str] = typer.Option(None, help="data file for tasks that are not bundled"),
+    data: Optional[str] = typer.Option(None, help="data file that replaces one split of the task (--data-split)"),
+    data_split: Optional[str] = typer.Option(None, help="the split --data replaces [test]"),
     few_shot: Optional[int] = typer.Option(None, help="few-shot examples in the prompt [0]"),
     instructions: Optional[str] = typer.Option(None, help="comma-separated instruction ids to draw from [all]"),
     num_instructions: Optional[int] = typer.Option(None, "-k", help="instructions per failure [2]; 0 = all"),
@@ -72,7 +73,8 @@ def generate(
     from reflectevo.stages.generate import generate as run
 
     given = dict(task=task, model=model, out=out_dir, reflector=reflector, engine=engine, base_url=base_url,
-                 split=split, limit=limit, data=data, few_shot=few_shot, num_instructions=num_instructions,
+                 split=split, limit=limit, data=data, data_split=data_split, few_shot=few_shot,
+                 num_instructions=num_instructions,
                  samples=samples, max_tokens=max_tokens, reflection_max_tokens=reflection_max_tokens,
                  seed=seed, batch_size=batch_size, cache=cache,
                  instructions=instructions.split(",") if instructions else None)
@@ -140,7 +142,10 @@ def curate(
     max_chars: Optional[int] = typer.Option(None, help="drop reflections longer than this"),
     max_tokens: Optional[int] = typer.Option(None, help="drop reflections longer than this many tokens (needs --tokenizer)"),
     tokenizer: Optional[str] = typer.Option(None, help="model preset or folder whose tokenizer counts --max-tokens"),
-    keep_answer_leaks: bool = typer.Option(False, "--keep-answer-leaks", help="keep reflections that state the gold answer"),
+    drop_answer_leaks: Optional[bool] = typer.Option(
+        None, "--drop-answer-leaks/--keep-answer-leaks",
+        help="drop reflections that state the gold answer [only for imported paper files]"),
+    allow_test_split: bool = typer.Option(False, "--allow-test-split", help="curate episodes of a test split"),
     judge: Optional[str] = typer.Option(None, help="judge model for Dpref order [none: shorter-is-better fallback]"),
     judge_engine: Optional[str] = typer.Option(None, help="judge backend engine [auto]"),
     task: Optional[str] = typer.Option(None, help="task name for paper-layout sources [paper]"),
@@ -156,7 +161,7 @@ def curate(
                  max_chars=max_chars, max_tokens=max_tokens, tokenizer=tokenizer, judge=judge,
                  judge_engine=judge_engine, task=task, cache=cache,
                  datasets=datasets.split(",") if datasets else None,
-                 drop_answer_leaks=False if keep_answer_leaks else None)
+                 drop_answer_leaks=drop_answer_leaks, allow_test_split=allow_test_split or None)
     run(build(CurateConfig, _settings(config, "curate", given), str(config or "command line")))
 
 
@@ -208,7 +213,7 @@ def export_cmd(
 @user_errors
 def train(
     data: Optional[str] = typer.Argument(None, help="curated folder (from `reflectevo curate`)"),
-    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="I one-stage SFT, II two-stage SFT, III DPO on D+-, IV DPO on Dpref"),
+    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="I one-stage SFT, II two-stage SFT, III DPO on D+-, IV DPO on Dpref, control (SFT on right trial-1 answers)"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (setting II: OUT/stage1, OUT/stage2)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model to train: preset, model folder [smollm2-135m]"),
     full: Optional[bool] = typer.Option(None, "--full/--lora", help="full fine-tuning or LoRA [LoRA]"),
@@ -226,6 +231,7 @@ def train(
     eval_steps: Optional[int] = typer.Option(None, help="evaluate every N steps [at the end]"),
     save_steps: Optional[int] = typer.Option(None, help="checkpoint every N steps [200]"),
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out"),
+    allow_test_split: bool = typer.Option(False, "--allow-test-split", help="train on rows of a test split"),
     seed: Optional[int] = typer.Option(None, help="seed [0]"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings (its `train:` section)"),
 ):
@@ -237,7 +243,7 @@ def train(
                  max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
                  max_length=max_length, lora_r=lora_r, lora_alpha=lora_alpha, beta=beta, precision=precision,
                  logging_steps=logging_steps, eval_steps=eval_steps, save_steps=save_steps,
-                 resume=resume or None, seed=seed)
+                 resume=resume or None, allow_test_split=allow_test_split or None, seed=seed)
     values = _settings(config, "train", given)
     for required, flag in (("data", "DATA"), ("setting", "--setting"), ("out", "--out")):
         if required not in values:
@@ -256,10 +262,12 @@ def evaluate(
     self_checker: Optional[str] = typer.Option(None, help="oracle-free: model that decides to revise [the generator]"),
     mode: Optional[str] = typer.Option(None, help="two-stage (reflect, then correct) or one-stage (one reply) [two-stage]"),
     no_oracle_free: bool = typer.Option(False, "--no-oracle-free", help="skip the oracle-free protocol (self-check)"),
+    no_retry_baseline: bool = typer.Option(False, "--no-retry-baseline", help="skip the retry without reflection (the reflection value's baseline)"),
     engine: Optional[str] = typer.Option(None, help="backend engine: auto, hf, llamacpp, openai, vllm"),
     split: Optional[str] = typer.Option(None, help="split to evaluate on [test]"),
     limit: Optional[int] = typer.Option(None, "--limit", "-n", help="first N problems of each task"),
-    data: Optional[str] = typer.Option(None, help="data file (single task only)"),
+    data: Optional[str] = typer.Option(None, help="data file that replaces one split (single task only)"),
+    data_split: Optional[str] = typer.Option(None, help="the split --data replaces [test]"),
     few_shot: Optional[int] = typer.Option(None, help="few-shot examples in the prompt [0]"),
     temperature: Optional[float] = typer.Option(None, help="sampling temperature; 0 = greedy [0]"),
     top_p: Optional[float] = typer.Option(None, help="nucleus sampling [1.0]"),
@@ -279,11 +287,13 @@ def evaluate(
 
     given = dict(out=out_dir, generator=generator, reflector=reflector, corrector=corrector,
                  self_checker=self_checker, mode=mode, engine=engine, split=split, limit=limit, data=data,
+                 data_split=data_split,
                  few_shot=few_shot, temperature=temperature, top_p=top_p, max_tokens=max_tokens,
                  reflection_max_tokens=reflection_max_tokens, self_check_max_tokens=self_check_max_tokens,
                  seed=seed, bootstrap=bootstrap, batch_size=batch_size, cache=cache,
                  tasks=[t for item in task for t in item.split(",") if t] if task else None,
-                 oracle_free=False if no_oracle_free else None, no_cache=True if no_cache else None)
+                 oracle_free=False if no_oracle_free else None, retry_baseline=False if no_retry_baseline else None,
+                 no_cache=True if no_cache else None)
     values = _settings(config, "evaluate", given)
     if isinstance(values.get("tasks"), str):
         values["tasks"] = [values["tasks"]]
@@ -313,12 +323,14 @@ def evolve(
     task: Optional[str] = typer.Option(None, "--task", "-t", help="task name or task .yaml"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="loop directory (iter_k/ folders inside)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="starting model [smollm2-135m]"),
-    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="reflection learning setting I, II, III or IV [I]"),
+    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="reflection learning setting I, II, III, IV, or control [I]"),
     iterations: Optional[int] = typer.Option(None, help="most iterations [2]"),
     patience: Optional[int] = typer.Option(None, help="stop after N iterations without improvement [1]"),
     train_limit: Optional[int] = typer.Option(None, help="train problems per iteration [all]"),
-    test_limit: Optional[int] = typer.Option(None, help="held-out test problems [all]"),
-    data: Optional[str] = typer.Option(None, help="data file for tasks that are not bundled"),
+    validation_limit: Optional[int] = typer.Option(None, help="validation problems (they decide) [all]"),
+    test_limit: Optional[int] = typer.Option(None, help="held-out test problems (they report) [all]"),
+    data: Optional[str] = typer.Option(None, help="data file that replaces one split (--data-split)"),
+    data_split: Optional[str] = typer.Option(None, help="the split --data replaces [the test split]"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML file describing the loop (`evolve:` section)"),
     dry_run: bool = typer.Option(False, "--dry-run", help="print the plan and exit"),
 ):
@@ -327,7 +339,8 @@ def evolve(
     from reflectevo.stages.evolve import EvolveConfig, evolve as run
 
     given = dict(task=task, out=out_dir, model=model, setting=setting, iterations=iterations, patience=patience,
-                 train_limit=train_limit, test_limit=test_limit, data=data)
+                 train_limit=train_limit, validation_limit=validation_limit, test_limit=test_limit, data=data,
+                 data_split=data_split)
     values = _settings(config, "evolve", given)
     for required in ("task", "out"):
         if required not in values:

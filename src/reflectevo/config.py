@@ -45,6 +45,9 @@ class GenerateConfig(StageConfig):
     no_cache: bool = False
 
 
+SECTIONS = ("generate", "curate", "train", "evaluate", "evolve")
+
+
 def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
     path = Path(path)
     try:
@@ -62,6 +65,13 @@ def load_yaml(path: str | Path, section: str | None = None) -> dict[str, Any]:
         raise InputError(f"{path}: expected a mapping of settings at the top level")
     if section is not None and section in data:
         data = data[section]
+        if not isinstance(data, dict):
+            what = "is empty" if data is None else f"holds a {type(data).__name__}, not a mapping of settings"
+            raise InputError(f"{path}: section '{section}:' {what}; give it settings (name: value) or remove it")
+    for name, value in data.items():  # sections of a run file (evolve's generate:, train:, ...) likewise
+        if name in SECTIONS and not isinstance(value, dict):
+            what = "is empty" if value is None else f"holds a {type(value).__name__}, not a mapping of settings"
+            raise InputError(f"{path}: section '{name}:' {what}; give it settings (name: value) or remove it")
     return data
 
 

@@ -13,6 +13,7 @@ from pathlib import Path
 from reflectevo.backends import SamplingParams, load_backend
 from reflectevo.backends.cache import GenerationCache, Generator
 from reflectevo.config import GenerateConfig
+from reflectevo.errors import InputError
 from reflectevo.progress import console, progress_bar
 from reflectevo.prompts import correction_prompt, draw, load_pool, reflection_prompt, select
 from reflectevo.records import Attempt, Episode, Problem, Reflection, episodes_to_jsonl
@@ -36,12 +37,7 @@ def generation_split(task: Task, split: str | None) -> str:
     task has nothing else (its episodes then serve analysis: curate and train refuse them)."""
     if split:
         return split
-    if "train" in task.split_names:
-        return "train"
-    console.print(f"[yellow]note[/yellow]: task {task.name!r} has no train split (splits: "
-                  f"{', '.join(task.split_names)}); generating on {task.default_split!r}. Curate and train refuse "
-                  f"test-split episodes; to generate training data give a train file: --data FILE --data-split train")
-    return task.default_split
+    return "train" if "train" in task.split_names else task.default_split
 
 
 def load_problems(task: Task, split: str | None, limit: int | None) -> list[Problem]:
@@ -138,14 +134,19 @@ def open_models(cfg: GenerateConfig) -> tuple[Models, GenerationCache | None]:
 
 def generate(cfg: GenerateConfig) -> Path:
     """Run the stage and write OUT/episodes.jsonl (atomically) with its config and manifest."""
+    if cfg.base_url and cfg.engine not in ("auto", "openai"):
+        raise InputError(f"setting 'base_url' is for engine 'openai' (an OpenAI-compatible server); engine "
+                         f"{cfg.engine!r} runs the model in this process: drop --base-url or use --engine openai")
     task = get_task(cfg.task, data_path=cfg.data, data_split=cfg.data_split, few_shot=cfg.few_shot)
     split = generation_split(task, cfg.split)
     problems = load_problems(task, split, cfg.limit)  # bad data fails here, before a model loads
-    source = f"from {cfg.data}" if task.data_file(split) else "the task's own data"
-    console.print(f"generate: {len(problems)} problems of task {task.name!r}, split {split!r} ({source})")
     select(load_pool(*cfg.instruction_files), cfg.instructions)  # and unknown instruction ids too
     with RunDir(cfg.out) as run:
         models, cache = open_models(cfg)  # an unknown model fails here, before anything is written
+        if cfg.split is None and split != "train":
+            console.print(f"[yellow]note[/yellow]: task {task.name!r} has no train split (splits: "
+                          f"{', '.join(task.split_names)}); generating on {split!r}. Curate and train refuse "
+                          f"test-split episodes; to make training data give a train file: --data FILE --data-split train")
         run.write_config({"generate": cfg.model_dump()})
         try:
             episodes = run_trial1(task, problems, models.generator, cfg)
@@ -165,7 +166,9 @@ def generate(cfg: GenerateConfig) -> Path:
                                   "trial2": cfg.seed + TRIAL2_SEED},
                            summary=summary, outputs=["episodes.jsonl"])
         run.log(f"generate: {summary}")
-    console.print(f"[green]wrote[/green] {out}: {summary['problems']} problems, trial 1 correct "
+    source = f"from {cfg.data}" if task.data_file(split) else "the task's own data"
+    console.print(f"[green]wrote[/green] {out}: {summary['problems']} problems of {task.name} split {split!r} "
+                  f"({source}), trial 1 correct "
                   f"{summary['trial1_correct']}, {summary['reflections']} reflections, "
                   f"{summary['trial2_correct']} corrected trial 2")
     return out
