@@ -1,4 +1,4 @@
-"""Shared fixtures: the reference data folder, the embedded default model loaded once, isolated caches."""
+"""Shared fixtures: the test data shipped in tests/data, the embedded default model loaded once, isolated caches."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-SHARED_DATA = REPO.parent / "shared" / "data"
+# Small synthetic fixtures written for these tests (see tests/data/README.md); nothing outside the repo.
+DATA = Path(__file__).resolve().parent / "data"
 
 # Converted models live in REFLECTEVO_HOME; keep one for the whole session (CI sets it explicitly).
 os.environ.setdefault("REFLECTEVO_HOME", str(Path.home() / ".cache" / "reflectevo"))
@@ -16,15 +17,21 @@ os.environ.setdefault("REFLECTEVO_NO_PROGRESS", "1")
 
 
 @pytest.fixture(scope="session")
-def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
-        pytest.skip(f"reference data not found at {SHARED_DATA}")
-    return SHARED_DATA
+def data_dir() -> Path:
+    """tests/data: the fixtures in the reference layouts (LogiQA, BIG-bench, the paper's example files)."""
+    return DATA
 
 
 @pytest.fixture(scope="session")
-def logiqa_path(shared_data) -> Path:
-    return shared_data / "reflectevo" / "data_source" / "logiqa_test.jsonl"
+def logiqa_path() -> Path:
+    """A few LogiQA-style items in the ReflectEvo logiqa_test.jsonl layout (written for the tests)."""
+    return DATA / "data_source" / "logiqa_test.jsonl"
+
+
+@pytest.fixture(scope="session")
+def paper_examples() -> Path:
+    """The ReflectEvo paper's example layouts (raw, D+, D±, Dpref), a few synthetic records each."""
+    return DATA / "paper"
 
 
 @pytest.fixture(scope="session")

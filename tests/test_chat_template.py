@@ -14,7 +14,7 @@ from reflectevo.training.common import load_model, load_tokenizer, resolve_base
 from reflectevo.training.data import load_setting
 from training_data import curated_dir  # noqa: F401  (session fixture)
 
-MAX_LENGTH = 4096  # tokenisation only: long enough for the paper-sourced Dpref rows
+MAX_LENGTH = 4096  # tokenisation only: long enough for any row, the paper's own ~1-2k-token Dpref rows too
 
 
 def backend_ids(backend, messages):

@@ -25,7 +25,8 @@ from reflectevo.errors import ReflectEvoError
 FUZZ = settings(max_examples=int(os.environ.get("REFLECTEVO_FUZZ_EXAMPLES", "40")), deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "reflectevo" / "examples"
+# Synthetic records in the paper's example layouts (raw, D+, D±, Dpref), shipped with the tests.
+PAPER = Path(__file__).resolve().parent / "data" / "paper"
 
 # --------------------------------------------------------------------------------------- strategies
 
@@ -289,17 +290,23 @@ def test_extractors_never_raise(response, gold):
 # ------------------------------------------------------------------------------------ paper import
 
 def paper_examples() -> list[dict]:
+    """Three records of each example file, so every layout is mutated."""
     from reflectevo.formats.paper import read_json_objects
 
-    if not SHARED.is_dir():
-        return []
-    return [obj for path in sorted(SHARED.glob("*.jsonl")) for _, obj in read_json_objects(path)][:12]
+    return [obj for path in sorted(PAPER.glob("*.jsonl")) for _, obj in list(read_json_objects(path))[:3]]
 
 
 EXAMPLES = paper_examples()
 
 
-@pytest.mark.skipif(not EXAMPLES, reason=f"paper examples not found at {SHARED}")
+def test_paper_examples_cover_every_layout():
+    from reflectevo.formats.paper import detect_layout
+
+    assert len(EXAMPLES) == 12
+    layouts = [detect_layout(obj) for obj in EXAMPLES]
+    assert sorted(set(layouts)) == ["d_plus", "pairs", "raw"] and layouts.count("pairs") == 6  # D± and Dpref
+
+
 @FUZZ
 @given(st.data())
 def test_paper_import_on_mutated_records(data):

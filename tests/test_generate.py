@@ -139,10 +139,10 @@ def test_bad_input_is_one_line_and_keeps_outputs(tmp_path, args, message):
     assert (out / "episodes.jsonl").read_text() == "precious\n"
 
 
-def test_malformed_and_unreadable_data_files(tmp_path, logiqa_path):
+def test_malformed_and_unreadable_data_files(tmp_path, data_dir, logiqa_path):
+    bad = data_dir / "malformed.jsonl"  # logiqa rows; line 3 is cut off mid-string
     good = logiqa_path.read_text().splitlines()
-    bad = tmp_path / "logiqa_test.jsonl"
-    bad.write_text("\n".join([good[0], good[1], '{"id": 3, "question": "broken', good[2]]) + "\n")
+    assert bad.read_text().splitlines() == [good[0], good[1], '{"id": 3, "question": "broken', good[2]]
     proc = reflectevo("generate", "--task", "logiqa", "--data", str(bad), "--out", str(tmp_path / "r"),
                       cache=tmp_path / "c.sqlite", check=False)
     assert proc.returncode == 2

@@ -17,8 +17,9 @@ from reflectevo.stages.curate import CurateConfig, curate, load_curated
 
 
 @pytest.fixture(scope="module")
-def examples(shared_data) -> Path:
-    return shared_data / "reflectevo" / "examples"
+def examples(paper_examples) -> Path:
+    """tests/data/paper: synthetic records in the paper's example layouts (raw: 5, D+: 3, D±: 4, Dpref: 4)."""
+    return paper_examples
 
 
 def paper_rows(path: Path) -> list[dict]:
@@ -29,7 +30,7 @@ def test_read_concatenated_pretty_json_with_line_numbers(examples):
     path = examples / "example_Reflection_raw.jsonl"
     objects = list(read_json_objects(path))
     lines = path.read_text().splitlines()
-    assert len(objects) == 10
+    assert len(objects) == 5
     for line, obj in objects:  # each object starts on the line we report
         assert lines[line - 1] == "{" and obj["question"]
     # JSONL reads the same way.
@@ -38,7 +39,7 @@ def test_read_concatenated_pretty_json_with_line_numbers(examples):
 
 def test_read_paper_raw(examples):
     records = read_paper_raw(examples / "example_Reflection_raw.jsonl")
-    assert [r.id for r in records] == [2, 4, 5, 6, 10, 13, 16, 20, 25, 26]
+    assert [r.id for r in records] == [3, 8, 9, 12, 15]
     first = records[0]
     assert first.answer == "a" and first.trial1.answer == "B" and not first.trial1.correct
     assert len(first.second_trials) == 2 and all(t.correct for t in first.second_trials)
@@ -46,14 +47,17 @@ def test_read_paper_raw(examples):
     assert first.trial1.response.endswith("Action: Finish[B]")  # the pasted verdict is stripped
     assert "Observation" in first.trial1.reasoning  # ... but kept in the raw field
     assert sum(any(t.correct for t in r.second_trials) for r in records) == 3
-    assert sum(t.correct for r in records for t in r.second_trials) == 5
+    assert sum(t.correct for r in records for t in r.second_trials) == 4
+    # Record 9: trial 1 gave no answer (an invalid action), so its generated_answer is empty.
+    assert records[2].trial1.answer == "" and not records[2].trial1.correct
+    assert [t.correct for t in records[3].second_trials] == [False, True]  # only the second trial 2 fixed it
 
 
 def test_import_raw_as_episodes(examples):
     episodes = import_episodes(examples / "example_Reflection_raw.jsonl", task="logiqa")
-    assert len(episodes) == 10
+    assert len(episodes) == 5
     ep = episodes[0]
-    assert ep.id == "logiqa/paper/2" and ep.gold == "A"  # choice letters upper-cased like our verifier
+    assert ep.id == "logiqa/paper/3" and ep.gold == "A"  # choice letters upper-cased like our verifier
     assert ep.trial1.verdict.extracted == "B" and not ep.trial1.verdict.correct
     assert [r.trial2.verdict.correct for r in ep.reflections] == [True, True]
     assert all("Answer is" not in r.trial2.response for r in ep.reflections)
@@ -67,7 +71,7 @@ def test_import_raw_as_episodes(examples):
 def test_import_d_plus_keeps_the_paper_prompts(examples):
     rows = paper_rows(examples / "example_D+.jsonl")
     episodes = import_episodes(examples / "example_D+.jsonl")
-    assert len(episodes) == 5 and episodes[0].task == "paper"
+    assert len(episodes) == 3 and episodes[0].task == "paper"
     for ep, row in zip(episodes, rows):
         assert ep.trial1.messages == [{"role": "user", "content": row["reason_prompt"][0]}]
         (r,) = ep.reflections
@@ -79,6 +83,7 @@ def test_d_pm_rows_merge_into_one_episode_per_failed_trial(examples):
     rows = paper_rows(examples / "example_D+-.jsonl")
     (ep,) = import_episodes(examples / "example_D+-.jsonl")
     texts = {r.text: r.trial2.verdict.correct for r in ep.reflections}
+    assert len(rows) == 4 and len(ep.reflections) == len(texts) == 5  # 2 chosen and 3 rejected texts, reused
     assert len(texts) == len({row["reflection_chosen"] for row in rows} | {row["reflection_rejected"] for row in rows})
     assert all(texts[row["reflection_chosen"]] and not texts[row["reflection_rejected"]] for row in rows)
     assert "preferences" not in ep.meta
@@ -100,7 +105,7 @@ def test_export_round_trip(examples, tmp_path):
     run = tmp_path / "run"
     result = runner.invoke(app, ["import", str(examples / "example_D+.jsonl"), "--out", str(run), "--task", "logiqa"])
     assert result.exit_code == 0, result.output
-    assert len(read_episodes(run / "episodes.jsonl")) == 5
+    assert len(read_episodes(run / "episodes.jsonl")) == 3
     assert runner.invoke(app, ["curate", str(run), "--validation", "0"]).exit_code == 0
     result = runner.invoke(app, ["export", str(run), "--out", str(tmp_path / "paper")])
     assert result.exit_code == 0, result.output
@@ -110,7 +115,7 @@ def test_export_round_trip(examples, tmp_path):
     assert sorted(r["reflections"] for r in exported) == sorted(r["reflections"] for r in original)
     assert sorted(r["second_trial_answer"] for r in exported) == sorted(r["second_trial_answer"] for r in original)
     raw = read_paper_raw(tmp_path / "paper" / "reflection_raw.jsonl")  # our raw export reads back
-    assert len(raw) == 5 and all(len(r.second_trials) == 1 and r.second_trials[0].correct for r in raw)
+    assert len(raw) == 3 and all(len(r.second_trials) == 1 and r.second_trials[0].correct for r in raw)
     assert raw[0].trial1.response == strip_observation(original[0]["first_trial_reasoning"])
 
 
@@ -125,6 +130,7 @@ def test_export_pairs_from_curated_sets(examples, tmp_path):
     assert set(pm[0]) == set(original[0])
     # Every pair of the paper is among ours (we pair every chosen with every rejected reflection).
     ours = {(r["reflection_chosen"], r["reflection_rejected"]) for r in pm}
+    assert len(ours) == 2 * 3
     assert {(r["reflection_chosen"], r["reflection_rejected"]) for r in original} <= ours
 
 

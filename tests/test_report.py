@@ -22,7 +22,8 @@ from reflectevo.report.paper_metrics import count_freetext_py, score_paper_raw
 from reflectevo.stages.evaluate import RESULTS_SCHEMA, EvalSample, SelfCheck, outcome
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-PAPER_RAW = Path(__file__).resolve().parents[2] / "shared/data/reflectevo/examples/example_Reflection_raw.jsonl"
+# Five synthetic records in the paper's raw layout (tests/data/paper), all wrong at trial 1.
+PAPER_RAW = Path(__file__).resolve().parent / "data" / "paper" / "example_Reflection_raw.jsonl"
 
 
 # ------------------------------------------------------------------------------------------ run dirs
@@ -130,7 +131,7 @@ def runs(tmp_path):
 
 
 @pytest.mark.skipif(CHROMIUM is None, reason="chromium is not installed (apt-get install -y chromium)")
-def test_report_renders_in_chromium_with_all_plots(runs, tmp_path, shared_data):
+def test_report_renders_in_chromium_with_all_plots(runs, tmp_path):
     html_path, md_path = write_report(runs, tmp_path / "out" / "report.html", [PAPER_RAW])
     page = html_path.read_text(encoding="utf-8")
     # Self-contained: no external URL in any src/href/url(), every image inline.
@@ -149,7 +150,7 @@ def test_report_renders_in_chromium_with_all_plots(runs, tmp_path, shared_data):
     markdown = md_path.read_text()
     assert md_path == tmp_path / "out" / "report.md"
     assert "| base | gsm8k |" in markdown and "| trained | overall |" in markdown
-    assert "count.py acc@t1 0.0, acc@t2 30.0" in markdown
+    assert "count.py acc@t1 0.0, acc@t2 40.0" in markdown
 
 
 def test_report_tables_match_the_metrics(runs, tmp_path):
@@ -204,18 +205,25 @@ def test_report_cli_and_bad_inputs(runs, tmp_path):
 
 
 def test_paper_count_py_on_the_papers_raw_file():
-    if not PAPER_RAW.is_file():
-        pytest.skip(f"reference data not found at {PAPER_RAW}")
     scores = score_paper_raw(PAPER_RAW, resamples=300)
-    # The example holds 10 problems, all wrong at trial 1; the first trial 2 fixed 3 of them.
-    assert scores["count_py"] == {"records": 10, "first_output_correct": 0, "second_output_correct": 3,
-                                  "acc_t1": 0.0, "acc_t2": 30.0}
+    # The file holds 5 problems, all wrong at trial 1; the first trial 2 fixed 2 of them, and only the
+    # second trial 2 of a third (count.py ignores it; the best-of-reflections bound counts it).
+    assert scores["count_py"] == {"records": 5, "first_output_correct": 0, "second_output_correct": 2,
+                                  "acc_t1": 0.0, "acc_t2": 40.0}
+    assert scores["best_of_reflections_acc_t2"] == pytest.approx(0.6)
     ours = scores["ours"]
-    assert ours["acc_t1"]["value"] == 0.0 and ours["oracle"]["acc_t2"]["value"] == pytest.approx(0.3)
-    low, high = ours["oracle"]["acc_t2"]["ci"]
-    assert low < 0.3 < high
-    assert ours["oracle"]["flips"]["wrong_to_right"] == 3
-    assert ours["extraction_failure_rate"]["t1"]["value"] == pytest.approx(0.1)  # one empty generated_answer
+    assert ours["acc_t1"]["value"] == 0.0 and ours["oracle"]["acc_t2"]["value"] == pytest.approx(0.4)
+    assert ours["oracle"]["delta"]["value"] == pytest.approx(0.4)
+    assert ours["oracle"]["flips"]["wrong_to_right"] == 2
+    assert ours["extraction_failure_rate"]["t1"]["value"] == pytest.approx(0.2)  # one empty generated_answer
+    # The intervals, not only their order. Trial 1 is wrong on every problem, so every resample of it is 0.
+    assert ours["acc_t1"]["ci"] == [0.0, 0.0]
+    # A resample of the 5 problems (with replacement) holds Binomial(5, 0.4) fixed ones: P(none) = 7.8% and
+    # P(all five) = 1.0% < 2.5% < P(four or five) = 8.7%, so the 95% percentile interval is [0, 0.8].
+    assert ours["oracle"]["acc_t2"]["ci"] == pytest.approx([0.0, 0.8])
+    # Paired: Δ = t2 - t1 per problem, resampled with the same problems; with t1 = 0 throughout it is t2
+    # itself, resample by resample, so its interval is exactly that of acc@t2.
+    assert ours["oracle"]["delta"]["ci"] == ours["oracle"]["acc_t2"]["ci"]
     assert any("constant 500" in d for d in scores["differences"])
 
 

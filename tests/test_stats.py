@@ -1,4 +1,4 @@
-"""`reflectevo stats`: exact figures on hand-made episodes, the paper's files, curated sets, plots."""
+"""`reflectevo stats`: exact figures on hand-made episodes, the paper's raw layout, curated sets, plots."""
 
 from __future__ import annotations
 
@@ -37,15 +37,15 @@ def test_episode_statistics_are_exact():
                               "corrected_share": 0.4}
 
 
-def test_stats_of_the_paper_raw_file(shared_data, tmp_path):
-    stats, plots, out = run_stats(shared_data / "reflectevo" / "examples" / "example_Reflection_raw.jsonl",
-                                  tmp_path / "s")
+def test_stats_of_the_paper_raw_file(paper_examples, tmp_path):
+    stats, plots, out = run_stats(paper_examples / "example_Reflection_raw.jsonl", tmp_path / "s")
     paper = stats["tasks"]["paper"]
-    assert (paper["problems"], paper["failures"], paper["reflections"], paper["trial2_correct"]) == (10, 10, 20, 5)
-    assert paper["failures_corrected"] == 3
+    # 5 problems, all wrong at trial 1, two reflections each; 4 trials 2 right, fixing 3 of the problems.
+    assert (paper["problems"], paper["failures"], paper["reflections"], paper["trial2_correct"]) == (5, 5, 10, 4)
+    assert paper["failures_corrected"] == 3 and paper["corrected_share"] == 0.4
     assert {p.name for p in plots} == {"samples_per_task.png", "lengths.png", "instructions.png"}
     assert all(p.read_bytes().startswith(PNG) and p.stat().st_size > 5000 for p in plots)
-    assert json.loads((out / "stats.json").read_text())["tasks"]["paper"]["reflections"] == 20
+    assert json.loads((out / "stats.json").read_text())["tasks"]["paper"]["reflections"] == 10
 
 
 def test_stats_cli_on_a_run_and_its_curated_sets(tmp_path):

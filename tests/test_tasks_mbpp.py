@@ -1,5 +1,6 @@
 """MBPP: splits, prompts, and every reference solution passing its own tests in the sandbox."""
 
+import hashlib
 import json
 import time
 
@@ -30,12 +31,21 @@ def test_prompt_shows_the_tests_and_few_shot(mbpp):
     assert problem.meta["entry_point"] == "remove_Occ"
 
 
-def test_bundled_copy_matches_shared_data(mbpp, shared_data):
-    rows = [json.loads(line) for line in (shared_data / "mbpp" / "mbpp_full.jsonl").open()]
-    assert len(rows) == 974
+# sha256 of json.dumps([[task_id, text, code (CRLF -> LF), [stripped test asserts], test_setup_code], ...])
+# over all 974 MBPP tasks in task_id order, computed from the public mbpp_full.jsonl (CC BY 4.0): the bundled
+# copy, as the loader reads it, must hold exactly those tasks, asserts and references.
+MBPP_FULL_SHA256 = "36bda6e7c45204ea87a5a4851bf66a102d1df4db183e68191a23507821d94ef1"
+
+
+def test_bundled_copy_matches_the_public_mbpp(mbpp):
     problems = {p.meta["task_id"]: p for split in mbpp.splits for p in mbpp.load(split)}
-    assert len(problems) == 974
-    assert all(problems[r["task_id"]].meta["tests"] == [t.strip() for t in r["test_list"]] for r in rows)
+    assert sorted(problems) == list(range(1, 975))
+    rows = [[k, p.question, p.gold, p.meta["tests"], p.meta["setup"]] for k, p in sorted(problems.items())]
+    assert hashlib.sha256(json.dumps(rows, ensure_ascii=False).encode()).hexdigest() == MBPP_FULL_SHA256
+    # Spot checks, verbatim from the public file, across the splits.
+    assert problems[1].meta["tests"][0] == "assert min_cost([[1, 2, 3], [4, 8, 2], [1, 5, 3]], 2, 2) == 8"
+    assert problems[367].meta["setup"].startswith("root = Node(1) \r\nroot.left = Node(2) \r\n")
+    assert problems[974].meta["tests"][2] == "assert min_sum_path([[ 3 ], [6, 4 ], [5, 2, 7 ]]) == 9"
 
 
 def _check_references(task, problems):

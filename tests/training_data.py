@@ -4,8 +4,9 @@
   (`reflectevo generate --task gsm8k --limit 4 --max-tokens 64 --reflection-max-tokens 48 -k 2 --samples 2`):
   two of its reflections corrected the answer, so D+ (settings I, II) and D± (III) have rows.
 - Dpref (IV) needs two reflections of one failure that both corrected it, which the 135M model almost
-  never produces (0 of 64 in a 16-problem run); its rows come from the ReflectEvo paper's own Dpref
-  example file (shared data), imported and curated the same way. Those rows are long (~1-2k tokens).
+  never produces (0 of 64 in a 16-problem run); its rows come from `data/paper/example_Dpref.jsonl`,
+  four synthetic records in the layout of the ReflectEvo paper's Dpref example file, imported and
+  curated the same way (short rows, a few hundred tokens).
 """
 
 from __future__ import annotations
@@ -16,17 +17,20 @@ from pathlib import Path
 import pytest
 
 EPISODES = Path(__file__).parent / "data" / "gsm8k_episodes.jsonl"
+DPREF = Path(__file__).parent / "data" / "paper" / "example_Dpref.jsonl"
 
 
 @pytest.fixture(scope="session")
-def curated_dir(tmp_path_factory, shared_data) -> Path:
+def curated_dir(tmp_path_factory) -> Path:
     from reflectevo.stages.curate import CurateConfig, curate
 
     root = tmp_path_factory.mktemp("training")
     out = curate(CurateConfig(source=str(EPISODES), out=str(root / "curated"), validation=0.25, dedup="none",
                               datasets=["sft_one_stage", "sft_reflect", "sft_correct", "dpo_contrastive"]))
-    paper = curate(CurateConfig(source=str(shared_data / "reflectevo" / "examples" / "example_Dpref.jsonl"),
+    paper = curate(CurateConfig(source=str(DPREF),
                                 out=str(root / "paper"), validation=0.0, dedup="none", task="logiqa",
                                 datasets=["dpo_preference"]))
+    # The fixture's four ranked pairs all survive curation (none states the answer), so IV has rows.
+    assert sum(1 for _ in (paper / "dpo_preference" / "train.jsonl").open()) == 4
     shutil.copytree(paper / "dpo_preference", out / "dpo_preference")
     return out
