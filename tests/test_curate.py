@@ -320,3 +320,42 @@ def test_cli_judge_loads_any_model_through_a_backend(tmp_path):
     assert verdict["judge_model"].startswith("smollm2-135m@") and len(verdict["replies"]) == 2
     summary = json.loads((run / "curated" / "curation.json").read_text())["judge"]
     assert summary["judge"] == verdict["judge_model"] and summary["ordered"] == 1
+
+
+def test_self_training_control_matches_the_reflection_rows():
+    """sft_self_train: right trial-1 answers only, as many train/validation rows as sft_one_stage."""
+    failures = [episode(eid=f"gsm8k/train/{i}", reflections=[(GOOD + f" ({i})", True, "a"), (BAD, False, "b")])
+                for i in range(6)]
+    right = [episode(eid=f"gsm8k/train/r{i}", trial1_correct=True) for i in range(10)]
+    sets, counts = curate_episodes(failures + right, cfg(validation=0.34))
+    one, control = sets["sft_one_stage"], sets["sft_self_train"]
+    assert (len(control["train"]), len(control["validation"])) == (len(one["train"]), len(one["validation"])) == (4, 2)
+    ids = {s: [r["episode_id"] for r in control[s]] for s in control}
+    assert set(ids["train"]) | set(ids["validation"]) <= {ep.id for ep in right}
+    assert not set(ids["train"]) & set(ids["validation"])  # whole problems on one side
+    by_id = {ep.id: ep for ep in right}
+    for row in control["train"] + control["validation"]:
+        ep = by_id[row["episode_id"]]
+        assert row["prompt"] == ep.trial1.messages  # the trial-1 prompt: no failure, feedback or reflection
+        assert row["completion"] == [{"role": "assistant", "content": ep.trial1.response}]
+        assert row["split"] == "train" and row["reflection_index"] is None
+    assert counts["datasets"]["sft_self_train"]["train"] == 4
+    # Fewer right answers than reflection rows: all of them, no more.
+    few, _ = curate_episodes(failures + right[:3], cfg(validation=0.34))
+    assert len(few["sft_self_train"]["train"]) == 3 and few["sft_self_train"]["validation"] == []
+
+
+def test_test_split_episodes_are_refused_unless_allowed(tmp_path):
+    ep = episode(eid="gsm8k/test/0", reflections=[(GOOD, True, "a")])
+    ep.split = "test"
+    source = tmp_path / "episodes.jsonl"
+    source.write_text(episodes_to_jsonl([ep, episode(reflections=[(GOOD, True, "a")])]))
+    with pytest.raises(InputError, match=r"episodes.jsonl: 1 of 2 episodes are from the 'test' split \(e.g. "
+                                         r"gsm8k/test/0\).*--allow-test-split"):
+        curate(CurateConfig(source=str(source), out=str(tmp_path / "curated")))
+    assert not (tmp_path / "curated").exists()
+    result = CliRunner().invoke(app, ["curate", str(source), "--out", str(tmp_path / "c2"), "--allow-test-split",
+                                      "--validation", "0"])
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in (tmp_path / "c2" / "sft_one_stage" / "train.jsonl").open()]
+    assert sorted(r["split"] for r in rows) == ["test", "train"]  # rows carry their split for `train` to check

@@ -127,6 +127,9 @@ def test_resume_after_kill_9(first_run, tmp_path):
     (["--task", "logiqa", "--data", "/nonexistent/logiqa.jsonl"], "does not exist"),
     (["--task", "gsm8k", "--instructions", "bogus.id"], "unknown instruction id(s) bogus.id"),
     (["--task", "gsm8k", "--limit", "0"], "setting 'limit'"),
+    (["--task", "gsm8k", "--engine", "hf", "--base-url", "http://127.0.0.1:9/v1"],
+     "setting 'base_url' is for engine 'openai'"),
+    (["--task", "add", "--data", "/tmp/x.jsonl"], "task 'add' generates its problems"),
 ])
 def test_bad_input_is_one_line_and_keeps_outputs(tmp_path, args, message):
     out = tmp_path / "run"

@@ -273,3 +273,19 @@ def test_crash_safety_script_quick(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert set(summary["stages"]) == {"generate", "curate", "evaluate", "train"}
     assert summary["passed"] == summary["trials"] == 4
+
+
+@pytest.mark.parametrize("text, match", [
+    ("generate:\n", r"loop.yaml: section 'generate:' is empty"),
+    ("evaluate: [1, 2]\n", r"loop.yaml: section 'evaluate:' holds a list, not a mapping of settings"),
+    ("evolve:\n  task: add\n  curate:\n", r"loop.yaml: section 'curate:' is empty"),
+])
+def test_empty_or_non_mapping_yaml_sections_are_one_line(tmp_path, text, match):
+    from reflectevo.config import load_yaml
+    from reflectevo.errors import InputError
+
+    path = tmp_path / "loop.yaml"
+    path.write_text(text)
+    section = next(s for s in ("evolve", "generate", "evaluate") if text.startswith(s))
+    with pytest.raises(InputError, match=match):
+        load_yaml(path, section)

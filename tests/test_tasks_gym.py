@@ -58,3 +58,24 @@ def test_any_gym_dataset_and_bad_names():
         task.load("dev")
     with pytest.raises(InputError, match="reasoning-gym cannot build 'no_such_dataset'"):
         get_task("gym:no_such_dataset").load("test")
+
+
+def test_add_splits_are_disjoint_up_to_operand_order():
+    """a + b and b + a are one problem: they always land in the same split (train, validation or test)."""
+    task = get_task("add")
+    keys = {split: {task.split_key(p) for p in task.load(split)} for split in ("train", "validation", "test")}
+    assert keys["train"] and keys["validation"] and keys["test"]
+    assert not keys["train"] & keys["test"] and not keys["train"] & keys["validation"]
+    assert not keys["validation"] & keys["test"]
+    # Both orders of one sum exist in the pool, and they do share a key.
+    questions = {p.question: p for s in ("train", "validation", "test") for p in task.load(s)}
+    pairs = [(q, f"Calculate {b} + {a}.") for q in questions
+             for a, b in [q.removeprefix("Calculate ").rstrip(".").split(" + ")] if a != b]
+    twins = [(questions[q], questions[t]) for q, t in pairs if t in questions]
+    assert len(twins) > 20
+    assert all(p.split == twin.split for p, twin in twins)
+
+
+def test_generated_tasks_take_no_data_file(tmp_path):
+    with pytest.raises(InputError, match=r"task 'add' generates its problems; a data file .* does not apply"):
+        get_task("add", data_path=tmp_path / "x.jsonl")

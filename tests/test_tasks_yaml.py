@@ -137,3 +137,30 @@ def test_python_registration():
 
     task = get_task("parity_test_task")
     assert task.verify(task.load("test")[1], "odd").correct
+
+
+def test_a_data_file_replaces_exactly_one_split(tmp_path):
+    """--data never serves one file as both train and test: it replaces the split named by data_split."""
+    mine = tmp_path / "mine.jsonl"
+    mine.write_text("".join(json.dumps({"question": f"q{i}", "answer": f"#### {i}"}) + "\n" for i in range(3)))
+    gsm = get_task("gsm8k", data_path=mine)
+    assert [p.question for p in gsm.load("test")] == ["q0", "q1", "q2"]
+    assert len(gsm.load("train")) > 6000  # train is still the bundled one
+    as_train = get_task("gsm8k", data_path=mine, data_split="train")
+    assert [p.question for p in as_train.load("train") + as_train.load("validation")] != []
+    assert {p.question for p in as_train.load("train") + as_train.load("validation")} == {"q0", "q1", "q2"}
+    assert len(as_train.load("test")) == 1319
+    # A task whose only data is one file has exactly that split: no train split unless it is named so.
+    spec = tmp_path / "one.yaml"
+    spec.write_text("answer_type: number\ndata: mine.jsonl\nfields: {answer: answer}\n")
+    assert get_task(str(spec)).split_names == ("test",)
+    assert get_task(str(spec), data_path=mine, data_split="train").split_names == ("test", "train", "validation")
+
+
+def test_a_template_that_shows_the_answer_is_refused(tmp_path):
+    (tmp_path / "d.jsonl").write_text(json.dumps({"country": "France", "capital": "Paris"}) + "\n")
+    spec = tmp_path / "leaky.yaml"
+    spec.write_text("answer_type: text\ndata: d.jsonl\nfields: {answer: capital}\n"
+                    "template: 'The capital of {country} is {capital}. What is it?'\n")
+    with pytest.raises(InputError, match=r"leaky.yaml: template shows the answer column \{capital\}"):
+        get_task(str(spec))

@@ -75,6 +75,10 @@ def test_bad_input_fails_clearly_before_loading_a_model(curated_dir, tmp_path, n
     fails(r"dpo_contrastive/train.jsonl:1: this is a dataset of prompt/chosen/rejected pairs.*setting I",
           data=str(curated_dir / "dpo_contrastive"))
     row = json.loads((curated_dir / "sft_one_stage" / "train.jsonl").read_text().splitlines()[0])
+    _rows(tmp_path / "test_rows" / "sft_one_stage", "train.jsonl", [{**row, "split": "test"}])
+    fails(r"train.jsonl:1: a row from the 'test' split .*--allow-test-split", data=str(tmp_path / "test_rows"))
+    (tmp_path / "a_file.jsonl").write_text("{}\n")
+    fails(r"a_file.jsonl is a file; train expects a curated folder", data=str(tmp_path / "a_file.jsonl"))
     del row["completion"]
     _rows(tmp_path / "nocol", "train.jsonl", [row])
     fails(r"nocol/train.jsonl:1: missing column 'completion'", data=str(tmp_path / "nocol"))
@@ -211,3 +215,24 @@ def test_metrics_log_survives_a_run_killed_mid_append(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lo\n{"step": 2, "loss": 1.0}\n')
     with pytest.raises(json.JSONDecodeError):  # damage in the middle is not a crash artefact: say so
         read_metrics(tmp_path)
+
+
+def test_control_setting_trains_on_right_trial1_answers(tmp_path):
+    """`--setting control`: the same SFT as setting I, on sft_self_train (here: GSM8K train problems with
+    their reference solutions standing in for right trial-1 answers)."""
+    from reflectevo.stages.curate import write_dataset
+    from reflectevo.tasks import get_task
+
+    task = get_task("gsm8k")
+    rows = [{"prompt": task.prompt(p), "completion": [{"role": "assistant", "content":
+             f"{p.meta['solution']}\nThe answer is: {p.gold}"}], "task": "gsm8k", "split": "train",
+             "episode_id": p.id, "reflection_index": None, "instruction_id": None}
+            for p in task.load("train")[:4]]
+    write_dataset(tmp_path / "curated" / "sft_self_train", "sft_self_train", {"train": rows, "validation": []})
+    out = tmp_path / "control"
+    train(TrainConfig(data=str(tmp_path / "curated"), setting="control", out=str(out), learning_rate=2e-3,
+                      max_steps=6, **FAST))
+    assert_learned(out)
+    card = (out / "model" / "README.md").read_text()
+    assert "setting control" in card and "sft_self_train" in card
+    assert_generates(out / "model")

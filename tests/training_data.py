@@ -1,8 +1,9 @@
 """Real curated training rows for the training tests, made by the real `reflectevo curate` stage.
 
-- `data/gsm8k_episodes.jsonl`: episodes of a real run of the embedded SmolLM2-135M
-  (`reflectevo generate --task gsm8k --limit 4 --max-tokens 64 --reflection-max-tokens 48 -k 2 --samples 2`):
-  two of its reflections corrected the answer, so D+ (settings I, II) and D± (III) have rows.
+- `data/gsm8k_episodes.jsonl`: 4 episodes of a real run of the embedded SmolLM2-135M on the GSM8K train
+  split (`reflectevo generate --task gsm8k --limit 48 --max-tokens 64 --reflection-max-tokens 48 -k 2
+  --samples 4`: 3 of its 384 reflections corrected the answer); the three episodes with a correcting
+  reflection and one without, so D+ (settings I, II) and D± (III) have rows.
 - Dpref (IV) needs two reflections of one failure that both corrected it, which the 135M model almost
   never produces (0 of 64 in a 16-problem run); its rows come from `data/paper/example_Dpref.jsonl`,
   four synthetic records in the layout of the ReflectEvo paper's Dpref example file, imported and
