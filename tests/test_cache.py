@@ -75,3 +75,64 @@ def test_put_keeps_first_writer(tmp_path):
     cache.put_many([("k", Completion(text="first"))], model="m")
     cache.put_many([("k", Completion(text="second"))], model="m")
     assert cache.get_many(["k"])["k"].text == "first"
+
+
+class Recording:
+    """The real backend, with a record of every request the engine received."""
+
+    def __init__(self, backend):
+        self.backend = backend
+        self.requests: list[tuple[str, int]] = []
+
+    def __getattr__(self, name):
+        return getattr(self.backend, name)
+
+    def generate(self, prompts, params):
+        self.requests += [(m[-1]["content"], p.seed) for m, p in zip(prompts, params)]
+        return self.backend.generate(prompts, params)
+
+
+def add_prompts(n):
+    from reflectevo.tasks import get_task
+
+    task = get_task("add")
+    return [task.prompt(p) for p in task.load("train")[:n]]
+
+
+def test_a_larger_rerun_generates_only_what_is_missing(default_backend, cache_path):
+    prompts = add_prompts(200)
+    engine = Recording(default_backend)
+    greedy = SamplingParams(max_tokens=3)
+    first = Generator(engine, GenerationCache(cache_path)).generate(prompts[:100], greedy)
+    assert len(engine.requests) == 100
+    engine.requests.clear()
+    gen = Generator(engine, GenerationCache(cache_path))
+    both = gen.generate(prompts, greedy)
+    # Exactly the 100 new prompts reached the engine, and the first 100 answers are the cached ones.
+    assert sorted(c for c, _ in engine.requests) == sorted(m[-1]["content"] for m in prompts[100:])
+    assert both[:100] == first and gen.generated_tokens == sum(c[0].tokens for c in both[100:])
+
+    # Samples 2 -> 4: exactly samples 2 and 3 of each prompt are generated, 0 and 1 are kept.
+    sampled = lambda n: SamplingParams(temperature=0.8, max_tokens=6, n=n, seed=5)  # noqa: E731
+    engine.requests.clear()
+    two = Generator(engine, GenerationCache(cache_path)).generate(prompts[:10], sampled(2))
+    assert len(engine.requests) == 20 and len({s for _, s in engine.requests}) == 20  # a seed per sample
+    engine.requests.clear()
+    four = Generator(engine, GenerationCache(cache_path)).generate(prompts[:10], sampled(4))
+    assert len(engine.requests) == 20
+    assert [outs[:2] for outs in four] == two
+
+
+def test_text_does_not_depend_on_the_batch(default_backend, cache_path):
+    """The HF engine is batch invariant: same prompt and seed, same text, whatever else shares the batch."""
+    prompts = add_prompts(40)
+    greedy = SamplingParams(max_tokens=12)
+    alone = [default_backend.generate([m], greedy)[0][0].text for m in prompts[:8]]
+    together = [c[0].text for c in default_backend.generate(prompts, greedy)]
+    assert together[:8] == alone
+    mixed = [c[0].text for c in default_backend.generate(prompts[::-1], greedy)][::-1]
+    assert mixed == together
+    sampled = SamplingParams(temperature=0.8, max_tokens=12, n=2, seed=9)
+    a = default_backend.generate(prompts[:16], sampled)
+    b = default_backend.generate(prompts[5:6], sampled)
+    assert [c.text for c in a[5]] == [c.text for c in b[0]]

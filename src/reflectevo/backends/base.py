@@ -1,14 +1,18 @@
 """The backend interface: batched chat generation and continuation log-probabilities.
 
 Backends know nothing of tasks. They take message lists (before the chat template) and sampling
-parameters, and return n completions per message list. Batching across problems is the backend's job.
+parameters, one for all prompts or one per prompt (as vLLM's `LLM.generate` does), and return n
+completions per message list. Sample i of a prompt is seeded `params.seed + i`; the Generator in front
+of every backend (backends/cache.py) asks for one sample per request, each with its own seed, so a
+sample's text depends on (prompt, seed) only and never on which other requests share its batch.
+Batching across problems is the backend's job.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from dataclasses import asdict, dataclass, field
-from typing import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from typing import Sequence, Union
 
 from reflectevo.records import Messages, Sampling
 
@@ -36,6 +40,24 @@ class SamplingParams:
         data["stop"] = list(self.stop)
         return data
 
+    def sample(self, index: int) -> "SamplingParams":
+        """The one-sample request for sample `index` under the plain convention (seed + index)."""
+        return replace(self, n=1, seed=self.seed + index)
+
+
+#: what `Backend.generate` takes: one SamplingParams for every prompt, or one per prompt
+Params = Union[SamplingParams, Sequence[SamplingParams]]
+
+
+def per_prompt(prompts: Sequence, params: Params) -> list[SamplingParams]:
+    """One SamplingParams per prompt."""
+    if isinstance(params, SamplingParams):
+        return [params] * len(prompts)
+    params = list(params)
+    if len(params) != len(prompts):
+        raise ValueError(f"{len(params)} sampling params for {len(prompts)} prompts")
+    return params
+
 
 @dataclass
 class Completion:
@@ -54,14 +76,18 @@ class Backend(ABC):
     fingerprint: str
     #: how many prompts the engine likes to receive at once
     batch_size: int = 8
+    #: whether a request's text is the same whatever other requests share its batch (measured per engine,
+    #: docs/backends.md); the cache's resume guarantee holds exactly where this is True
+    batch_invariant: bool = False
 
     @property
     def model_id(self) -> str:
         return f"{self.name}@{self.fingerprint[:12]}"
 
     @abstractmethod
-    def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[list[Completion]]:
-        """For each message list, `params.n` completions. Stop strings are not part of the text."""
+    def generate(self, prompts: Sequence[Messages], params: Params) -> list[list[Completion]]:
+        """For each message list, n completions (its params' n; sample i seeded seed + i).
+        Stop strings are not part of the text."""
 
     def logprob(self, prompts: Sequence[Messages], continuations: Sequence[str]) -> list[float]:
         """Sum of log-probabilities of each continuation as the assistant reply to its prompt."""

@@ -4,9 +4,13 @@ A completion is stored under sha256(engine + model fingerprint, messages, sampli
 index). Each batch is committed in one transaction right after it is generated, so a run killed at any
 moment loses at most the batch in flight, and a rerun regenerates nothing that finished.
 
-Determinism across resumes: prompts are deduplicated, ordered by length and cut into fixed batches
-*before* the cache is consulted, and a batch with anything missing is regenerated whole with the same
-seed. A resumed run therefore sends the engine exactly the batches an uninterrupted run would have.
+Only what is missing is generated: every sample is its own request, seeded by `sample_seed(run seed,
+prompt, sample index)`, and the engine receives exactly the (prompt, sample) pairs absent from the
+cache. `--limit 200` after `--limit 100` generates the 100 new prompts; `--samples 4` after
+`--samples 2` generates samples 2 and 3 of each prompt. Greedy samples are one request (their text is
+the same). Since a sample's text depends on its own (prompt, seed) only where the engine is batch
+invariant (`Backend.batch_invariant`; the HF engine is, by construction), a resumed run there equals an
+uninterrupted one byte for byte; docs/backends.md says which engines promise it.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import json
 import os
 import sqlite3
 import time
-from collections import Counter
+from dataclasses import replace
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -42,10 +46,23 @@ def default_cache_path() -> Path:
     return Path(os.environ.get("REFLECTEVO_CACHE") or home() / "generations.sqlite")
 
 
+#: how a sample's randomness is chosen; part of every key, so completions made under another scheme
+#: (before per-sample seeds, every sample of a batch shared one random stream) are never reused
+SEEDING = "per-sample/1"
+
+
 def cache_key(fingerprint: str, messages: Messages, params: SamplingParams, sample_index: int) -> str:
     payload = json.dumps({"model": fingerprint, "messages": messages, "sampling": params.key(),
-                          "sample": sample_index}, sort_keys=True, ensure_ascii=False)
+                          "sample": sample_index, "seeding": SEEDING}, sort_keys=True, ensure_ascii=False)
     return hashlib.sha256(payload.encode()).hexdigest()
+
+
+def sample_seed(seed: int, messages: Messages, sample_index: int) -> int:
+    """The engine seed of one sample: from the run's seed, the prompt and the sample's index, so it never
+    depends on what else is generated with it (31 bits: every engine takes it)."""
+    payload = json.dumps({"seed": seed, "messages": messages, "sample": sample_index}, sort_keys=True,
+                         ensure_ascii=False)
+    return int(hashlib.sha256(payload.encode()).hexdigest()[:8], 16) & 0x7FFFFFFF
 
 
 class GenerationCache:
@@ -107,34 +124,50 @@ class Generator:
 
     def generate(self, prompts: Sequence[Messages], params: SamplingParams,
                  on_progress: Callable[..., None] | None = None) -> list[list[Completion]]:
-        """n completions per prompt. `on_progress(count, cached=bool)` follows each batch (see progress.py)."""
+        """n completions per prompt. `on_progress(count, cached=bool)` counts prompts as all their samples
+        are served (see progress.py)."""
         fp = self.backend.cache_identity
         keyed = [[cache_key(fp, m, params, i) for i in range(params.n)] for m in prompts]
-        unique: dict[str, int] = {}  # first key of a prompt -> index of its first occurrence
-        copies: Counter[str] = Counter()
-        for index, keys in enumerate(keyed):
-            unique.setdefault(keys[0], index)
-            copies[keys[0]] += 1
-        order = sorted(unique.values(), key=lambda i: (_length(prompts[i]), keyed[i][0]))
-        results: dict[str, Completion] = {}
+        results = self.cache.get_many([k for keys in keyed for k in keys]) if self.cache is not None else {}
+        # The missing samples, one request each (greedy: one per prompt, whose text serves every sample).
+        requests: dict[str, tuple[Messages, SamplingParams, set[str]]] = {}
+        owners: dict[str, list[int]] = {}  # key -> the prompts waiting for it
+        missing = [0] * len(prompts)
+        for index, (messages, keys) in enumerate(zip(prompts, keyed)):
+            for i, key in enumerate(keys):
+                if key in results:
+                    continue
+                if params.temperature == 0 and keys[0] in results:  # greedy: sample 0's text is every sample's
+                    results[key] = results[keys[0]]
+                    continue
+                missing[index] += 1
+                owners.setdefault(key, []).append(index)
+                if params.temperature == 0:
+                    requests.setdefault(keys[0], (messages, replace(params, n=1), set()))[2].add(key)
+                else:
+                    seed = sample_seed(params.seed, messages, i)
+                    requests.setdefault(key, (messages, replace(params, n=1, seed=seed), set()))[2].add(key)
+        if on_progress and missing.count(0):
+            on_progress(missing.count(0), cached=True)
+        # Shortest prompts first, in fixed-size batches; the order changes no text (batch invariance).
+        order = sorted(requests.items(), key=lambda item: (_length(item[1][0]), item[0]))
         size = max(1, self.backend.batch_size)
         for start in range(0, len(order), size):
-            batch = order[start:start + size]
-            wanted = [k for i in batch for k in keyed[i]]
-            found = self.cache.get_many(wanted) if self.cache is not None else {}
-            cached = len(found) == len(wanted)
-            if not cached:
-                outputs = self.backend.generate([prompts[i] for i in batch], params)
-                fresh = [(k, c) for i, outs in zip(batch, outputs) for k, c in zip(keyed[i], outs)]
-                self.generated_tokens += sum(c.tokens for _, c in fresh)
-                if self.cache is not None:
-                    self.cache.put_many(fresh, self.backend.model_id)
-                    found = self.cache.get_many(wanted)  # what is stored is what every process uses
-                else:
-                    found = dict(fresh)
-            results.update(found)
-            if on_progress:
-                on_progress(sum(copies[keyed[i][0]] for i in batch), cached=cached)
+            batch = [request for _, request in order[start:start + size]]
+            outputs = self.backend.generate([m for m, _, _ in batch], [p for _, p, _ in batch])
+            fresh = [(key, outs[0]) for (_, _, keys), outs in zip(batch, outputs) for key in sorted(keys)]
+            self.generated_tokens += sum(outs[0].tokens for outs in outputs)
+            if self.cache is not None:
+                self.cache.put_many(fresh, self.backend.model_id)
+                fresh = list(self.cache.get_many([k for k, _ in fresh]).items())  # what every process uses
+            results.update(fresh)
+            finished = 0
+            for key, _ in fresh:
+                for index in owners.pop(key, ()):
+                    missing[index] -= 1
+                    finished += missing[index] == 0
+            if on_progress and finished:
+                on_progress(finished)
         return [[results[k] for k in keys] for keys in keyed]
 
 

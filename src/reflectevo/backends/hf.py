@@ -1,17 +1,69 @@
-"""Hugging Face transformers backend: true batching across prompts with left padding (CPU or GPU)."""
+"""Hugging Face transformers backend: true batching across prompts with left padding (CPU or GPU).
+
+Batch invariance: a request's text depends on its prompt and seed only, never on the other requests of
+its batch, so the generation cache can send the engine exactly the samples that are missing and a
+resumed run still equals an uninterrupted one. Two things make it so:
+- every batch has the same shape for a given prompt: rows are grouped by their prompt length rounded
+  up to a multiple of `bucket` tokens, left-padded to exactly that length, and each batch is filled to
+  `batch_size` rows (copies of its first row, whose output is dropped). Left padding to a batch-wide
+  length, as before, moved 3 of 200 greedy answers on `add` (bf16 matmuls round differently when the
+  padding and the batch shape change);
+- sampling draws each row's token with that row's own torch.Generator, seeded with the request's seed
+  (`SeededSampler`), instead of one global random stream shared by the batch.
+"""
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import replace
 from typing import Sequence
 
-from reflectevo.backends.base import Backend, Completion, SamplingParams
+from reflectevo.backends.base import Backend, Completion, Params, SamplingParams, per_prompt
 from reflectevo.backends.models import ModelRef, fingerprint, hf_folder
 from reflectevo.errors import BackendError
 from reflectevo.records import Messages
 
 
+class SeededSampler:
+    """A logits processor that picks every row's next token itself: greedy where the row's temperature is
+    0, else temperature + top-p sampling with the row's own generator. It returns scores that are -inf
+    except at the chosen token, so `generate` (run greedy) takes exactly that token."""
+
+    def __init__(self, params: Sequence[SamplingParams], device):
+        import torch
+
+        self.temperature = torch.tensor([p.temperature for p in params], dtype=torch.float32, device=device)
+        self.top_p = torch.tensor([p.top_p for p in params], dtype=torch.float32, device=device)
+        self.generators = [torch.Generator(device=device).manual_seed(p.seed) if p.temperature > 0 else None
+                           for p in params]
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        scores = scores.float()
+        chosen = scores.argmax(dim=-1)
+        sampled = [row for row, g in enumerate(self.generators) if g is not None]
+        if sampled:
+            rows = torch.tensor(sampled, device=scores.device)
+            logits = scores[rows] / self.temperature[rows, None]
+            probs = torch.softmax(logits, dim=-1)
+            top_p = self.top_p[rows]
+            if bool((top_p < 1).any()):  # nucleus: keep the smallest prefix of sorted tokens reaching top_p
+                ordered, order = probs.sort(dim=-1, descending=True)
+                outside = ordered.cumsum(dim=-1) - ordered > top_p[:, None]
+                probs = probs.scatter(-1, order, ordered.masked_fill(outside, 0.0))
+            for i, row in enumerate(sampled):
+                chosen[row] = torch.multinomial(probs[i], 1, generator=self.generators[row])[0]
+        out = torch.full_like(scores, float("-inf"))
+        out[torch.arange(scores.shape[0], device=scores.device), chosen] = 0.0
+        return out
+
+
 class HFBackend(Backend):
-    def __init__(self, ref: ModelRef, device: str | None = None, dtype: str = "auto", batch_size: int = 16):
+    batch_invariant = True  # see the module docstring; measured in tests/test_cache.py
+
+    def __init__(self, ref: ModelRef, device: str | None = None, dtype: str = "auto", batch_size: int = 16,
+                 bucket: int = 64):
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
@@ -20,6 +72,7 @@ class HFBackend(Backend):
         self.name = ref.name
         self.fingerprint = fingerprint(ref)
         self.batch_size = batch_size
+        self.bucket = bucket
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         # bf16 is ~6x faster than fp32 for generation on this kind of CPU (RUNTIME.md); scoring
         # log-probabilities should use dtype="float32" (bf16 drifts by up to ~0.4 nats per sequence).
@@ -58,29 +111,46 @@ class HFBackend(Backend):
         """The model's own chat template, the one policy used by generation, training and evaluation."""
         return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
 
-    def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[list[Completion]]:
-        import torch
+    def generate(self, prompts: Sequence[Messages], params: Params) -> list[list[Completion]]:
+        # One row per sample; rows that share everything but the seed and have prompts of one length
+        # bucket run together, in batches of exactly batch_size rows (see the module docstring).
+        rows = [(index, self.tokenizer(self.render(m), add_special_tokens=False).input_ids, p.sample(i))
+                for index, (m, p) in enumerate(zip(prompts, per_prompt(prompts, params))) for i in range(p.n)]
+        groups: dict[tuple, list] = defaultdict(list)
+        for row in rows:
+            ids, p = row[1], row[2]
+            length = -(-len(ids) // self.bucket) * self.bucket
+            groups[(length, replace(p, seed=0))].append(row)
+        results: dict[int, list[Completion]] = defaultdict(list)
+        for (length, _), members in sorted(groups.items(), key=lambda item: item[0][0]):
+            for start in range(0, len(members), self.batch_size):
+                batch = members[start:start + self.batch_size]
+                for (index, _, _), completion in zip(batch, self._run(batch, length)):
+                    results[index].append(completion)
+        return [results[i] for i in range(len(prompts))]
 
-        texts = [self.render(m) for m in prompts]
-        batch = self.tokenizer(texts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-        sampling = params.temperature > 0
-        kwargs = dict(max_new_tokens=params.max_tokens, do_sample=sampling, num_return_sequences=params.n,
-                      eos_token_id=self._eos, pad_token_id=self.tokenizer.pad_token_id)
-        if sampling:
-            kwargs.update(temperature=params.temperature, top_p=params.top_p, top_k=0)
-        else:
-            kwargs.update(temperature=None, top_p=None, top_k=None)
+    def _run(self, batch: list, length: int) -> list[Completion]:
+        """Generate one completion per row: rows left-padded to `length`, filled up to batch_size rows."""
+        import torch
+        from transformers import LogitsProcessorList
+
+        filled = batch + [batch[0]] * (self.batch_size - len(batch))
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (length - len(ids)) + ids for _, ids, _ in filled], device=self.device)
+        mask = torch.tensor([[0] * (length - len(ids)) + [1] * len(ids) for _, ids, _ in filled], device=self.device)
+        params = batch[0][2]
+        kwargs = dict(max_new_tokens=params.max_tokens, do_sample=False, eos_token_id=self._eos, pad_token_id=pad,
+                      temperature=None, top_p=None, top_k=None,
+                      logits_processor=LogitsProcessorList([SeededSampler([p for _, _, p in filled], self.device)]))
         if params.stop:
             kwargs.update(stop_strings=list(params.stop), tokenizer=self.tokenizer)
-        torch.manual_seed(params.seed)
         try:
             with torch.inference_mode():
-                output = self.model.generate(**batch, **kwargs)
+                output = self.model.generate(input_ids=input_ids, attention_mask=mask, **kwargs)
         except RuntimeError as exc:
             raise BackendError(f"generation failed on {self.device}: {exc}") from exc
-        new_tokens = output[:, batch["input_ids"].shape[1]:]
-        results: list[list[Completion]] = [[] for _ in prompts]
-        for row, tokens in enumerate(new_tokens):
+        completions = []
+        for tokens in output[: len(batch), length:]:
             ids = tokens.tolist()
             finished = next((i for i, t in enumerate(ids) if t in self._eos), None)
             kept = ids[:finished] if finished is not None else ids
@@ -90,8 +160,8 @@ class HFBackend(Backend):
                 cut = text.find(stop)
                 if cut >= 0:
                     text, reason = text[:cut], "stop"
-            results[row // params.n].append(Completion(text=text, tokens=len(kept), finish_reason=reason))
-        return results
+            completions.append(Completion(text=text, tokens=len(kept), finish_reason=reason))
+        return completions
 
     def logprob(self, prompts: Sequence[Messages], continuations: Sequence[str]) -> list[float]:
         import torch

@@ -24,7 +24,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
 from reflectevo.backends import register_engine
-from reflectevo.backends.base import Backend, Completion, SamplingParams
+from reflectevo.backends.base import Backend, Completion, Params, SamplingParams, per_prompt
 from reflectevo.backends.models import ModelRef, fingerprint, resolve
 from reflectevo.errors import BackendError
 from reflectevo.records import Messages
@@ -83,6 +83,7 @@ class LlamaCppBackend(Backend):
         except (ValueError, RuntimeError) as exc:
             raise BackendError(f"cannot load {self._path} with llama.cpp: {exc}") from exc
         self.prefix_reuse = prefix_reuse
+        self.batch_invariant = not prefix_reuse  # a clean state per prompt: its text is (prompt, seed) only
         self._idle: queue.Queue = queue.Queue()
         for llm in self._llms:
             self._idle.put(llm)
@@ -129,8 +130,8 @@ class LlamaCppBackend(Backend):
         finally:
             self._idle.put(llm)
 
-    def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[list[Completion]]:
-        return list(self._pool.map(lambda m: self._complete(m, params), prompts))
+    def generate(self, prompts: Sequence[Messages], params: Params) -> list[list[Completion]]:
+        return list(self._pool.map(self._complete, prompts, per_prompt(prompts, params)))
 
     def logprob(self, prompts: Sequence[Messages], continuations: Sequence[str]) -> list[float]:
         import llama_cpp

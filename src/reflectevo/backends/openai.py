@@ -25,7 +25,7 @@ import threading
 from typing import Sequence
 
 from reflectevo.backends import register_engine
-from reflectevo.backends.base import Backend, Completion, SamplingParams
+from reflectevo.backends.base import Backend, Completion, Params, SamplingParams, per_prompt
 from reflectevo.errors import BackendError, InputError
 from reflectevo.records import Messages
 
@@ -181,9 +181,9 @@ class OpenAIBackend(Backend):
                 for c in choices]
         return outs * params.n if n == 1 else outs
 
-    def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Messages], params: Params) -> list[list[Completion]]:
         async def run_all():
-            return await asyncio.gather(*(self._samples(m, params) for m in prompts))
+            return await asyncio.gather(*(self._samples(m, p) for m, p in zip(prompts, per_prompt(prompts, params))))
 
         return self._run(run_all())
 

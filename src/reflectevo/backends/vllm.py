@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import Sequence
 
 from reflectevo.backends import register_engine
-from reflectevo.backends.base import Backend, Completion, SamplingParams
+from reflectevo.backends.base import Backend, Completion, Params, SamplingParams, per_prompt
 from reflectevo.backends.models import ModelRef, fingerprint, hf_folder, resolve
 from reflectevo.errors import BackendError
 from reflectevo.records import Messages
@@ -59,21 +59,24 @@ class VLLMBackend(Backend):
         return VSampling(n=n, temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
                          stop=list(params.stop) or None, seed=seed)
 
-    def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[list[Completion]]:
+    def generate(self, prompts: Sequence[Messages], params: Params) -> list[list[Completion]]:
         # One request per sample, seeded seed + index like the other engines; prefix caching makes the
         # repeated prompt nearly free. Greedy: one request, copied.
-        runs = params.n if params.temperature > 0 else 1
-        conversations = [list(m) for m in prompts for _ in range(runs)]
-        sampling = [self._sampling(params, 1, params.seed + i) for _ in prompts for i in range(runs)]
-        outputs = self.llm.chat(conversations, sampling_params=sampling, use_tqdm=False,
-                                lora_request=self._lora, add_generation_prompt=True)
-        results: list[list[Completion]] = [[] for _ in prompts]
-        for index, output in enumerate(outputs):
-            piece = output.outputs[0]
-            results[index // runs].append(Completion(
-                text=piece.text, tokens=len(piece.token_ids),
-                finish_reason="length" if piece.finish_reason == "length" else "stop"))
-        return [outs * params.n if runs == 1 else outs for outs in results]
+        plan = [(index, p, p.n if p.temperature > 0 else 1)
+                for index, p in enumerate(per_prompt(prompts, params))]
+        conversations = [list(prompts[index]) for index, _, runs in plan for _ in range(runs)]
+        sampling = [self._sampling(p, 1, p.seed + i) for _, p, runs in plan for i in range(runs)]
+        outputs = iter(self.llm.chat(conversations, sampling_params=sampling, use_tqdm=False,
+                                     lora_request=self._lora, add_generation_prompt=True))
+        results: list[list[Completion]] = []
+        for _, p, runs in plan:
+            outs = []
+            for _ in range(runs):
+                piece = next(outputs).outputs[0]
+                outs.append(Completion(text=piece.text, tokens=len(piece.token_ids),
+                                       finish_reason="length" if piece.finish_reason == "length" else "stop"))
+            results.append(outs * p.n if runs == 1 else outs)
+        return results
 
     def logprob(self, prompts: Sequence[Messages], continuations: Sequence[str]) -> list[float]:
         from vllm import SamplingParams as VSampling
