@@ -49,6 +49,8 @@ class Verdict(_Record):
     extracted: str | None = None
     feedback: str = "incorrect"
     extraction_failed: bool = False
+    # The response hit max_tokens; its cut-off last line was not judged (verify/truncation.py).
+    truncated: bool = False
     details: dict[str, Any] = Field(default_factory=dict)
 
 
@@ -70,6 +72,7 @@ class Attempt(_Record):
     sampling: Sampling
     seed: int
     sample_index: int = 0
+    finish_reason: str = "stop"  # stop | length (cut off by max_tokens)
     verdict: Verdict
 
 
@@ -82,6 +85,7 @@ class Reflection(_Record):
     sampling: Sampling
     seed: int
     sample_index: int = 0
+    finish_reason: str = "stop"
     trial2: Attempt | None = None
 
 

@@ -108,7 +108,7 @@ def metric_groups(run: Run) -> list[tuple[str, dict]]:
 
 ACCURACY_HEADER = ["run", "task", "n", "Acc@t1", "Acc@t2 oracle", "Δ oracle", "w→r", "r→w",
                    "Acc@t2 retry (no reflection)", "reflection value", "Acc@t2 oracle-free", "Δ oracle-free", "w→r", "r→w", "revised", "verdict unread",
-                   "extraction fail t1", "mean F1 t1 → t2"]
+                   "extraction fail t1 (format)", "cut off t1 / t2 (max tokens)", "mean F1 t1 → t2"]
 
 
 def accuracy_rows(runs: Sequence[Run]) -> list[list[str]]:
@@ -130,6 +130,8 @@ def accuracy_rows(runs: Sequence[Run]) -> list[list[str]]:
                 str(free["flips"]["right_to_wrong"]) if free else "–",
                 str(free["revised"]) if free else "–", str(free["self_check_unparsed"]) if free else "–",
                 pct(m["extraction_failure_rate"]["t1"], ci=False),
+                f"{pct((m.get('truncation_rate') or {}).get('t1'), ci=False)} / "
+                f"{pct((m.get('truncation_rate') or {}).get('t2_oracle'), ci=False)}",
                 f"{pct(f1['t1'], ci=False)} → {pct(f1['t2_oracle'], ci=False)}" if f1 else "–",
             ])
     return rows
@@ -233,6 +235,8 @@ def _clip(text: str) -> str:
 def _verdict(v) -> str:
     mark = '<span class="ok">correct</span>' if v.correct else '<span class="bad">wrong</span>'
     extracted = "extraction failed" if v.extraction_failed else f"extracted {esc(v.extracted)!s}"
+    if v.truncated:
+        extracted += "; cut off by max tokens"
     return f"{mark} ({extracted})"
 
 

@@ -30,12 +30,18 @@ class Outcome:
     task: str
     t1: bool
     t2_oracle: bool
+    # Extraction failures of finished responses (the format was not followed), and responses cut off by
+    # max_tokens, counted apart (a cut response without an answer statement is neither right nor read).
     t1_extraction_failed: bool = False
+    t1_truncated: bool = False
     t2_oracle_extraction_failed: bool | None = None  # None: no trial 2 was made
+    t2_oracle_truncated: bool | None = None
     t2_free: bool | None = None
     t2_free_extraction_failed: bool | None = None
+    t2_free_truncated: bool | None = None
     t2_retry: bool | None = None  # after a retry without reflection (trial 1 where it was right); None: not run
     t2_retry_extraction_failed: bool | None = None
+    t2_retry_truncated: bool | None = None
     revised: bool | None = None  # oracle-free: the self-check asked for a revision
     self_check_unparsed: bool = False  # the self-check's verdict could not be read (treated as "revise")
     f1_t1: float | None = None  # free-text tasks: token F1 of each answer
@@ -107,6 +113,11 @@ def group_metrics(outcomes: Sequence[Outcome], index: np.ndarray | None, level: 
             "t2_oracle": estimate(col(lambda o: o.t2_oracle_extraction_failed), None),
             "t2_free": estimate(col(lambda o: o.t2_free_extraction_failed), None),
         },
+        "truncation_rate": {
+            "t1": estimate(col(lambda o: o.t1_truncated), None),
+            "t2_oracle": estimate(col(lambda o: o.t2_oracle_truncated), None),
+            "t2_free": estimate(col(lambda o: o.t2_free_truncated), None),
+        },
         "f1": None,
     }
     if outcomes and all(o.t2_retry is not None for o in outcomes):
@@ -116,6 +127,7 @@ def group_metrics(outcomes: Sequence[Outcome], index: np.ndarray | None, level: 
         # Paired: a problem's trial 2 with and without reflection move together in every resample.
         result["reflection_value"] = estimate(t2 - t2r, index, level)
         result["extraction_failure_rate"]["t2_retry"] = estimate(col(lambda o: o.t2_retry_extraction_failed), None)
+        result["truncation_rate"]["t2_retry"] = estimate(col(lambda o: o.t2_retry_truncated), None)
     free = [o for o in outcomes if o.t2_free is not None]
     if free and len(free) == len(outcomes):
         t2f = col(lambda o: o.t2_free)
@@ -178,5 +190,7 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "wrong_to_right_free": (free.get("flips") or {}).get("wrong_to_right"),
         "right_to_wrong_free": (free.get("flips") or {}).get("right_to_wrong"),
         "extraction_failure_t1": value(metrics["extraction_failure_rate"]["t1"]),
+        "truncated_t1": value((metrics.get("truncation_rate") or {}).get("t1")),
+        "truncated_t2_oracle": value((metrics.get("truncation_rate") or {}).get("t2_oracle")),
         "f1_t1": value((metrics.get("f1") or {}).get("t1")),
     }

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from reflectevo.backends import Backend, SamplingParams, load_backend, resolve
+from reflectevo.backends import Backend, Completion, SamplingParams, load_backend, resolve
 from reflectevo.backends.cache import GenerationCache, Generator
 from reflectevo.config import EvaluateConfig
 from reflectevo.errors import BackendError, InputError, ReflectEvoError
@@ -50,14 +50,16 @@ def outcome(sample: EvalSample) -> Outcome:
     f1 = lambda v: None if v is None else v.details.get("f1")  # noqa: E731
     # The retry baseline exists where every failure got one (trial 1 stands where it was right).
     retried = retry is not None or t1.correct
+    failed = lambda v: None if v is None else v.extraction_failed and not v.truncated  # noqa: E731
+    cut = lambda v: None if v is None else v.truncated  # noqa: E731
     return Outcome(
-        task=ep.task, t1=t1.correct, t1_extraction_failed=t1.extraction_failed,
+        task=ep.task, t1=t1.correct, t1_extraction_failed=failed(t1), t1_truncated=t1.truncated,
         t2_oracle=gated.correct if gated else t1.correct,
-        t2_oracle_extraction_failed=gated.extraction_failed if gated else None,
+        t2_oracle_extraction_failed=failed(gated), t2_oracle_truncated=cut(gated),
         t2_retry=(retry.correct if retry else t1.correct) if retried else None,
-        t2_retry_extraction_failed=retry.extraction_failed if retry else None,
+        t2_retry_extraction_failed=failed(retry), t2_retry_truncated=cut(retry),
         t2_free=(free.correct if free else t1.correct) if checked else None,
-        t2_free_extraction_failed=free.extraction_failed if free else None,
+        t2_free_extraction_failed=failed(free), t2_free_truncated=cut(free),
         revised=sample.self_check.decision == "revise" if checked else None,
         self_check_unparsed=checked and not sample.self_check.parsed,
         f1_t1=f1(t1), f1_t2_oracle=f1(gated) if gated else f1(t1),
@@ -186,18 +188,19 @@ def load_problems(cfg: EvaluateConfig) -> list[tuple[Task, Problem]]:
     return items
 
 
-def generate_texts(gen: Generator, prompts: list[Messages], params: SamplingParams, label: str) -> list[str]:
+def generate_texts(gen: Generator, prompts: list[Messages], params: SamplingParams, label: str) -> list[Completion]:
     if not prompts:
         return []
     with progress_bar(label, len(prompts), "prompts") as advance:
         outputs = gen.generate(prompts, params, on_progress=advance)
-    return [samples[0].text for samples in outputs]
+    return [samples[0] for samples in outputs]
 
 
-def judged(task: Task, problem: Problem, messages: Messages, text: str, gen: Generator,
+def judged(task: Task, problem: Problem, messages: Messages, completion: Completion, gen: Generator,
            params: SamplingParams) -> Attempt:
-    return Attempt(messages=messages, response=text, model=gen.model_id, sampling=params.record(),
-                   seed=params.seed, verdict=task.verify(problem, text))
+    return Attempt(messages=messages, response=completion.text, model=gen.model_id, sampling=params.record(),
+                   seed=params.seed, finish_reason=completion.finish_reason,
+                   verdict=task.judge(problem, completion.text, completion.finish_reason))
 
 
 @dataclass
@@ -224,8 +227,9 @@ def run_evaluation(items: list[tuple[Task, Problem]], roles: Roles, cfg: Evaluat
     if cfg.oracle_free:
         sc_params = params(SELF_CHECK_SEED, cfg.self_check_max_tokens)
         prompts = [self_check_prompt(s.episode.trial1.messages, s.episode.trial1.response) for s in samples]
-        texts = generate_texts(roles.self_checker, prompts, sc_params, "self-check")
-        for sample, messages, text in zip(samples, prompts, texts):
+        checks = generate_texts(roles.self_checker, prompts, sc_params, "self-check")
+        for sample, messages, check in zip(samples, prompts, checks):
+            text = check.text
             decision = parse_self_check(text)
             sample.self_check = SelfCheck(messages=messages, response=text, model=roles.self_checker.model_id,
                                           sampling=sc_params.record(), seed=sc_params.seed,
@@ -249,8 +253,9 @@ def run_evaluation(items: list[tuple[Task, Problem]], roles: Roles, cfg: Evaluat
     r_texts = generate_texts(roles.reflector, r_prompts, r_params,
                              "reflect + correct" if one_stage else "reflections")
     reflections = [Reflection(index=0, instruction_id=TEST_TIME_INSTRUCTION_ID, messages=m,
-                              text=split_reflection(t) if one_stage else t, model=roles.reflector.model_id,
-                              sampling=r_params.record(), seed=r_params.seed)
+                              text=split_reflection(t.text) if one_stage else t.text,
+                              model=roles.reflector.model_id, sampling=r_params.record(), seed=r_params.seed,
+                              finish_reason=t.finish_reason)
                    for m, t in zip(r_prompts, r_texts)]
 
     # Trial 2.
@@ -347,8 +352,8 @@ def print_summary(metrics: dict) -> None:
     pct = lambda v: "-" if v is None else f"{100 * v:.1f}"  # noqa: E731
     interval = lambda ci: "" if not ci else f" [{100 * ci[0]:+.1f}, {100 * ci[1]:+.1f}]"  # noqa: E731
     table = Table("task", "n", "t1", "t2 oracle", "Δ", "w→r", "t2 retry", "reflection value [95% CI]",
-                  "t2 free", "Δ free", "r→w free", "extract fail", title="evaluation: accuracy (%) at trial 1 (t1) "
-                  "and trial 2 (t2)")
+                  "t2 free", "Δ free", "r→w free", "format fail t1", "cut t1 / t2",
+                  title="evaluation: accuracy (%) at trial 1 (t1) and trial 2 (t2)")
     groups = list(metrics["per_task"].items())
     if len(groups) > 1:
         groups.append(("overall", metrics["overall"]))
@@ -360,7 +365,8 @@ def print_summary(metrics: dict) -> None:
                       str(row["wrong_to_right_oracle"]), pct(row["acc_t2_retry"]), value,
                       pct(row["acc_t2_free"]), pct(row["delta_free"]),
                       str(row["right_to_wrong_free"] or 0) if row["acc_t2_free"] is not None else "-",
-                      pct(row["extraction_failure_t1"]))
+                      pct(row["extraction_failure_t1"]),
+                      f"{pct(row['truncated_t1'])} / {pct(row['truncated_t2_oracle'])}")
     console.print(table)
     console.print("reflection value = Acc@t2 oracle - Acc@t2 of a retry without reflection (same problems, paired "
                   "bootstrap); credit a gain to reflection only where its interval is above zero")

@@ -50,16 +50,17 @@ def attempt_trial(task: Task, problems: list[Problem], prompts: list, gen: Gener
     """Generate one answer per prompt and judge it against its problem."""
     with progress_bar(label, len(prompts), "prompts") as advance:
         outputs = gen.generate(prompts, params, on_progress=advance)
-    responses = [completion.text for (completion,) in outputs]
+    completions = [completion for (completion,) in outputs]
     # Code verdicts wait on sandbox processes, so judge them concurrently; other verifiers are quick
     # (and math-verify's timeouts need the main thread).
     workers = 2 if task.answer_type == "code" else 1
     with progress_bar(f"{label}: verify", len(prompts), "answers") as advance:
-        verdicts = task.verify_many(problems, responses, workers=workers)
+        verdicts = task.verify_many(problems, [c.text for c in completions], workers=workers,
+                                    finish_reasons=[c.finish_reason for c in completions])
         advance(len(verdicts))
-    return [Attempt(messages=messages, response=response, model=gen.model_id, sampling=params.record(),
-                    seed=params.seed, verdict=verdict)
-            for messages, response, verdict in zip(prompts, responses, verdicts)]
+    return [Attempt(messages=messages, response=c.text, model=gen.model_id, sampling=params.record(),
+                    seed=params.seed, finish_reason=c.finish_reason, verdict=verdict)
+            for messages, c, verdict in zip(prompts, completions, verdicts)]
 
 
 def run_trial1(task: Task, problems: list[Problem], gen: Generator, cfg: GenerateConfig) -> list[Episode]:
@@ -92,7 +93,7 @@ def run_reflections(task: Task, episodes: list[Episode], models: Models, cfg: Ge
             ep.reflections.append(Reflection(
                 index=len(ep.reflections), instruction_id=instruction.id, messages=prompt,
                 text=completion.text, model=models.reflector.model_id, sampling=reflect.record(),
-                seed=reflect.seed, sample_index=sample_index))
+                seed=reflect.seed, sample_index=sample_index, finish_reason=completion.finish_reason))
 
     correct = SamplingParams(temperature=cfg.temperature, top_p=cfg.top_p, max_tokens=cfg.max_tokens,
                              seed=cfg.seed + TRIAL2_SEED)
@@ -111,7 +112,10 @@ def summarize(episodes: list[Episode]) -> dict:
     return {
         "problems": len(episodes),
         "trial1_correct": sum(ep.trial1.verdict.correct for ep in episodes),
-        "trial1_extraction_failed": sum(ep.trial1.verdict.extraction_failed for ep in episodes),
+        "trial1_extraction_failed": sum(ep.trial1.verdict.extraction_failed and not ep.trial1.verdict.truncated
+                                        for ep in episodes),
+        "trial1_truncated": sum(ep.trial1.verdict.truncated for ep in episodes),
+        "trial2_truncated": sum(bool(r.trial2 and r.trial2.verdict.truncated) for r in reflections),
         "failures": len(failed),
         "reflections": len(reflections),
         "trial2_correct": sum(bool(r.trial2 and r.trial2.verdict.correct) for r in reflections),

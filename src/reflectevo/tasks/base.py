@@ -10,6 +10,10 @@ from typing import Sequence
 
 from reflectevo.errors import InputError
 from reflectevo.records import Messages, Problem, Verdict
+from reflectevo.verify.truncation import complete_part, states_an_answer
+
+# The feedback of an answer cut off before it ended: binary like "incorrect", and it says why.
+TRUNCATED_FEEDBACK = "Your response was cut off before it gave a final answer."
 
 # A task with a train split but no validation split of its own gets one carved from train: the problems
 # whose split key hashes below this percentage. Generation reads train (which then excludes them), every
@@ -94,16 +98,29 @@ class Task(ABC):
         if split not in self.split_names:
             raise InputError(f"task {self.name!r} has no split {split!r}; splits: {', '.join(self.split_names)}")
 
-    def verify_many(self, problems: Sequence[Problem], responses: Sequence[str],
-                    workers: int = 1) -> list[Verdict]:
-        """`verify` over many (problem, response) pairs, in order; `workers` > 1 judges concurrently
+    def judge(self, problem: Problem, response: str, finish_reason: str = "stop") -> Verdict:
+        """`verify`, minding a response cut off by max_tokens: its last line is unfinished, so only a
+        complete answer statement before it counts, else the attempt is an extraction failure
+        (verify/truncation.py). Either way the verdict says it was truncated."""
+        if finish_reason != "length":
+            return self.verify(problem, response)
+        head = complete_part(response)
+        if states_an_answer(head, self.answer_type, problem.meta.get("letters", "ABCD")):
+            return self.verify(problem, head).model_copy(update={"truncated": True})
+        return Verdict(correct=False, extracted=None, extraction_failed=True, truncated=True,
+                       feedback=TRUNCATED_FEEDBACK)
+
+    def verify_many(self, problems: Sequence[Problem], responses: Sequence[str], workers: int = 1,
+                    finish_reasons: Sequence[str] | None = None) -> list[Verdict]:
+        """`judge` over many (problem, response) pairs, in order; `workers` > 1 judges concurrently
         (worth it for code tasks, whose verdicts wait on sandbox processes)."""
         if len(problems) != len(responses):
             raise ValueError("problems and responses differ in length")
+        reasons = list(finish_reasons) if finish_reasons is not None else ["stop"] * len(responses)
         if workers <= 1:
-            return [self.verify(p, r) for p, r in zip(problems, responses)]
+            return [self.judge(p, r, f) for p, r, f in zip(problems, responses, reasons)]
         with ThreadPoolExecutor(max_workers=workers) as pool:
-            return list(pool.map(self.verify, problems, responses))
+            return list(pool.map(self.judge, problems, responses, reasons))
 
     def examples(self) -> list[tuple[str, str]]:
         """Few-shot (question, worked answer) pairs; empty by default."""
