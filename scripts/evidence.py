@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from reflectevo.config import build
-from reflectevo.report.metrics import LEVEL
+from reflectevo.report import metrics
 from reflectevo.stages.curate import write_dataset
 from reflectevo.stages.evaluate import evaluate, outcome, read_samples
 from reflectevo.stages.evolve import EvolveConfig, Models, evaluate_config, evolve, train_config, trained_models
@@ -88,24 +88,15 @@ def run_control(loop_cfg: EvolveConfig, out: Path) -> list[dict]:
 
 
 def paired_gain(base_dir: Path, trained_dir: Path, resamples: int = 5000, seed: int = 0) -> dict:
-    """Acc@t2 (oracle-gated) and oracle-free: trained minus untrained, paired by problem."""
+    """Acc@t1, Acc@t2 (oracle-gated) and oracle-free: trained minus untrained, paired by problem."""
     base = {s.episode.id: outcome(s) for s in read_samples(base_dir / "samples.jsonl")}
     trained = {s.episode.id: outcome(s) for s in read_samples(trained_dir / "samples.jsonl")}
-    ids = sorted(base.keys() & trained.keys())
-    rng = np.random.default_rng(seed)
-    index = rng.integers(0, len(ids), size=(resamples, len(ids)))
-    result = {"n": len(ids)}
-    for name, get in (("acc_t1", lambda o: o.t1), ("acc_t2_oracle", lambda o: o.t2_oracle),
-                      ("acc_t2_free", lambda o: o.t2_free)):
-        if any(get(base[i]) is None or get(trained[i]) is None for i in ids):
-            continue
-        b = np.array([float(get(base[i])) for i in ids])
-        t = np.array([float(get(trained[i])) for i in ids])
-        diff = t - b
-        tail = (1 - LEVEL) / 2 * 100
-        low, high = np.percentile(diff[index].mean(axis=1), [tail, 100 - tail])
-        result[name] = {"untrained": float(b.mean()), "trained": float(t.mean()), "gain": float(diff.mean()),
-                        "ci": [float(low), float(high)], "shown": bool(low > 0)}
+    result = {"n": len(base.keys() & trained.keys())}
+    for name in ("acc_t1", "acc_t2_oracle", "acc_t2_free"):
+        gain = metrics.paired_gain(base, trained, name, resamples, seed)
+        if gain is not None:
+            result[name] = {"untrained": gain["before"], "trained": gain["after"], "gain": gain["gain"],
+                            "ci": gain["ci"], "shown": gain["shown"]}
     return result
 
 

@@ -179,3 +179,19 @@ def test_95_percent_intervals_cover_the_true_rate():
     # The same simulation separates levels: an 80% interval covers clearly less often.
     at_80 = coverage(0.80)
     assert 0.70 <= at_80 <= 0.88 and at_80 < at_95 - 0.05, (at_80, at_95)
+
+
+def test_paired_gain_pairs_by_problem_id_and_stratifies():
+    from reflectevo.report.metrics import Outcome, paired_gain
+
+    before = {f"p{i}": Outcome(task="a" if i < 30 else "b", t1=i % 3 == 0, t2_oracle=i % 3 == 0) for i in range(60)}
+    # After: the same outcomes, plus 6 problems fixed; listed in another order and with one extra problem.
+    after = {pid: Outcome(task=o.task, t1=o.t1 or pid in {"p1", "p2", "p4", "p5", "p7", "p8"}, t2_oracle=False)
+             for pid, o in reversed(list(before.items()))}
+    after["extra"] = Outcome(task="a", t1=True, t2_oracle=True)
+    gain = paired_gain(before, after, "acc_t1", resamples=2000, seed=0)
+    assert gain["n"] == 60 and gain["gain"] == pytest.approx(6 / 60) and gain["shown"]
+    low, high = gain["ci"]
+    assert 0 < low < 0.1 < high < 0.2  # only the six discordant problems vary
+    assert paired_gain(before, before, "acc_t1", resamples=500)["ci"] == [0.0, 0.0]
+    assert paired_gain(before, after, "acc_t2_free") is None  # not measured

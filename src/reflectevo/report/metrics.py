@@ -194,3 +194,23 @@ def summary_row(metrics: dict[str, Any]) -> dict[str, Any]:
         "truncated_t2_oracle": value((metrics.get("truncation_rate") or {}).get("t2_oracle")),
         "f1_t1": value((metrics.get("f1") or {}).get("t1")),
     }
+
+
+METRIC_OF = {"acc_t1": lambda o: o.t1, "acc_t2_oracle": lambda o: o.t2_oracle, "acc_t2_free": lambda o: o.t2_free,
+             "acc_t2_retry": lambda o: o.t2_retry}
+
+
+def paired_gain(before: dict[str, Outcome], after: dict[str, Outcome], metric: str, resamples: int = 5000,
+                seed: int = 0, level: float = LEVEL) -> dict[str, Any] | None:
+    """after - before on the problems both evaluated, paired by problem id (both models' outcomes of a
+    problem move together in every resample, within each task). None where the metric was not measured."""
+    get = METRIC_OF[metric]
+    ids = sorted(before.keys() & after.keys())
+    if not ids or any(get(before[i]) is None or get(after[i]) is None for i in ids):
+        return None
+    b = np.array([float(get(before[i])) for i in ids])
+    a = np.array([float(get(after[i])) for i in ids])
+    index = resample_indices([before[i].task for i in ids], resamples, seed) if resamples else None
+    gain = estimate(a - b, index, level)
+    return {"before": float(b.mean()), "after": float(a.mean()), "gain": gain["value"], "ci": gain["ci"],
+            "n": len(ids), "shown": bool(gain["ci"] and gain["ci"][0] > 0)}

@@ -383,20 +383,30 @@ def evolve(cfg: EvolveConfig, dry_run: bool = False) -> Path:
 
 
 def ship(cfg: EvolveConfig, history: list[dict], best: dict) -> dict:
-    """The model the loop would ship, and why, in words a reader can check against evolve.json."""
+    """The model the loop would ship, and why, in words a reader can check against evolve.json: its
+    validation gain over the starting model, paired by problem, with a 95% interval."""
+    from reflectevo.report.metrics import paired_gain
+    from reflectevo.stages.evaluate import outcome
+    from reflectevo.records import read_samples
+
     start = history[0]
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731
+    gain = None
     if best["iteration"] == 0:
         why = (f"no trained model beat the starting model's {cfg.metric} on {cfg.validation_split} "
                f"({pct(start['score'])})")
     else:
+        outcomes = [{s.episode.id: outcome(s) for s in read_samples(Path(h["validation"]["results"]).parent
+                                                                    / "samples.jsonl")} for h in (start, best)]
+        gain = paired_gain(*outcomes, cfg.metric, seed=cfg.seed)
         why = (f"highest {cfg.metric} on {cfg.validation_split}: {pct(best['score'])} at iteration "
                f"{best['iteration']} against {pct(start['score'])} for the starting model")
-        low = best["ci"][0] if best.get("ci") else None
-        if low is not None and low <= start["score"]:
-            why += " (inside the starting model's range: its 95% interval reaches down to it)"
+        if gain and gain["ci"]:
+            low, high = gain["ci"]
+            why += (f", a paired gain of {100 * gain['gain']:+.1f} points [{100 * low:+.1f}, {100 * high:+.1f}]"
+                    + ("" if gain["shown"] else ": its 95% interval includes no gain, so it may be noise"))
     why += (f"; its {cfg.test_split} score {pct(best['test']['score'])} is reported, not used to choose")
-    return {"iteration": best["iteration"], "models": best["models"], "why": why}
+    return {"iteration": best["iteration"], "models": best["models"], "why": why, "validation_gain": gain}
 
 
 def write_evolve_report(cfg: EvolveConfig, history: list[dict]) -> Path:
