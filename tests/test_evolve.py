@@ -175,3 +175,14 @@ def test_loop_stops_cleanly_when_an_iteration_has_nothing_to_learn(tmp_path, cac
     assert summary["stopped"].startswith("iteration 1 had nothing to learn from")
     assert [h["iteration"] for h in summary["history"]] == [0]
     assert summary["best"]["models"]["generator"] == "smollm2-135m"
+
+
+def test_damaged_results_are_one_line_naming_the_file(tmp_path):
+    from reflectevo.stages.evolve import read_results
+
+    path = tmp_path / "iter_0" / "evaluate" / "results.json"
+    path.parent.mkdir(parents=True)
+    for damage in ("{not json", '{"metrics": {}}', "[1, 2]", ""):
+        path.write_text(damage)
+        with pytest.raises(InputError, match=r"iter_0/evaluate/results.json: cannot read this evaluation's results"):
+            read_results(path)
