@@ -14,11 +14,13 @@ and adapter.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import shutil
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 from reflectevo.backends.models import ModelRef, fingerprint, hf_folder, home
@@ -98,7 +100,10 @@ def _export(source: Path, adapter: Path | None, out: Path) -> None:
                   position_ids=torch.arange(past, past + new).repeat(batch, 1))
     inputs["attention_mask"][0, 0] = 0
     cache = [torch.randn(batch, kv_heads, past, head_dim) for _ in range(2 * layers)]
-    with torch.no_grad():
+    # Tracing warns about every Python branch on a shape; those branches are covered by the engine's
+    # own attention (PagedAttention replaces the traced SDPA and mask), so the warnings are noise here.
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
         graph = ov.convert_model(_flat(model), example_input=(*inputs.values(), *cache))
     kv_in = [f"past_key_values.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
     kv_out = [f"present.{i}.{kind}" for i in range(layers) for kind in ("key", "value")]
@@ -134,9 +139,12 @@ def _flat(model):
                 layer.keys, layer.values = past[2 * i], past[2 * i + 1]
                 layer.device, layer.is_initialized = past[0].device, True
             out = self.model(input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids,
-                             past_key_values=cache, use_cache=True)
-            return (out.logits, *[t for layer in out.past_key_values.layers for t in (layer.keys, layer.values)])
+                             use_cache=True, **{cache_arg: cache})
+            present = getattr(out, cache_arg)
+            return (out.logits, *[t for layer in present.layers for t in (layer.keys, layer.values)])
 
+    # transformers renamed `past_key_values` to `cache` (5.2x); the old name warns, later it goes.
+    cache_arg = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
     return Flat()
 
 
