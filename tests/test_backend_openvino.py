@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -164,6 +166,18 @@ def test_bad_input_is_one_clear_line(tmp_path):
     assert "\n" not in str(error.value)
     with pytest.raises(BackendError, match="precision must be bf16 or f32"):
         load_backend("smollm2-135m", "openvino", precision="int4")
+
+
+def test_one_thread_runs_in_f32():
+    """openvino-genai 2026.4.1 dies of SIGFPE building a bf16 pipeline with one thread: the backend must
+    switch to f32 (run in a child process, so a regression fails this test instead of killing pytest)."""
+    code = ("from reflectevo.backends import SamplingParams, load_backend\n"
+            "b = load_backend('smollm2-135m', 'openvino', threads=1)\n"
+            "out = b.generate([[{'role': 'user', 'content': 'Hi'}]], SamplingParams(max_tokens=3))\n"
+            "print(b.describe()['precision'], out[0][0].tokens)")
+    child = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert child.returncode == 0, child.stderr[-2000:]
+    assert child.stdout.split() == ["f32", "3"]
 
 
 # ------------------------------------------------------------------------------ a trained model

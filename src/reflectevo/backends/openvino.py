@@ -40,8 +40,9 @@ def cpu_count() -> int:
 
 
 class OpenVINOBackend(Backend):
-    """`precision`: "bf16" (default; falls back to f32 on CPUs without bf16) or "f32" for compute and KV
-    cache. `cache_gb`: KV-cache size; `max_batched_tokens`: tokens per engine step."""
+    """`precision`: "bf16" (default; f32 on CPUs without bf16 and with one thread) or "f32", for compute
+    and KV cache. `cache_gb`: KV-cache size; `max_batched_tokens`: tokens per engine step; `threads`:
+    inference threads (default: the CPUs this process may use)."""
 
     def __init__(self, ref: ModelRef, precision: str = "bf16", cache_gb: float = 2.0,
                  max_batched_tokens: int = 2048, threads: int | None = None, batch_size: int = 32, **_ignored):
@@ -65,10 +66,15 @@ class OpenVINOBackend(Backend):
         except (OSError, ValueError) as exc:
             raise BackendError(f"cannot load the tokenizer of model {ref.name!r} from {folder}: {one_line(exc)}") from exc
         self.ir = ir_folder(ref)
+        threads = threads or cpu_count()
         if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             precision = "f32"  # OpenVINO would fall back silently; name what actually computes
+        if threads < 2:
+            # openvino-genai 2026.4.1 kills the process (SIGFPE) building a pipeline with one inference
+            # thread and bf16 compute or a u8/bf16 KV cache; f32 for both works (measured).
+            precision = "f32"
         self.precision = precision
-        self.settings = {"INFERENCE_NUM_THREADS": threads or cpu_count(), "INFERENCE_PRECISION_HINT": precision,
+        self.settings = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision,
                          "KV_CACHE_PRECISION": precision}
         scheduler = openvino_genai.SchedulerConfig()
         scheduler.cache_size = max(1, round(cache_gb))  # GB
