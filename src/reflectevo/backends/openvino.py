@@ -90,12 +90,12 @@ class OpenVINOBackend(Backend):
         self._genai, self._ov = openvino_genai, ov
 
     def _eos_ids(self, folder) -> list[int]:
-        from transformers import GenerationConfig
+        from transformers import AutoConfig, GenerationConfig
 
         try:
             ids = GenerationConfig.from_pretrained(folder).eos_token_id
-        except OSError:
-            ids = None
+        except OSError:  # no generation_config.json: transformers derives it from config.json
+            ids = GenerationConfig.from_model_config(AutoConfig.from_pretrained(folder)).eos_token_id
         ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
         ids.add(self.tokenizer.eos_token_id)
         for token in END_OF_TURN:
