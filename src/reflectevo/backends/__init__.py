@@ -50,7 +50,8 @@ def _load_optional_engines() -> None:
     """Engines whose modules import heavy extras only when used register on import here."""
     import importlib
 
-    for module in ("reflectevo.backends.llamacpp", "reflectevo.backends.openai", "reflectevo.backends.vllm"):
+    for module in ("reflectevo.backends.llamacpp", "reflectevo.backends.openai", "reflectevo.backends.vllm",
+                   "reflectevo.backends.openvino"):
         try:
             importlib.import_module(module)
         except ModuleNotFoundError as exc:

@@ -1,0 +1,187 @@
+"""OpenVINO GenAI backend (the `openvino` extra): ContinuousBatchingPipeline on CPU.
+
+Continuous batching with prefix caching: every sample of every prompt in a call is one request, the
+engine schedules them together and computes a shared prompt prefix once. Models are exported once to
+OpenVINO IR (openvino_export.py); GGUF presets go through their converted HF folder, adapters are
+merged before export.
+
+Chat rendering is HFBackend's: the HF tokenizer renders the model's own template and tokenises it with
+`add_special_tokens=False`; the engine gets those token ids, and its output ids are decoded by the same
+tokenizer, so prompts, end-of-turn handling and stop-string cutting follow one policy on both engines.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Sequence
+
+from reflectevo.backends import register_engine
+from reflectevo.backends.base import Backend, Completion, SamplingParams
+from reflectevo.backends.models import ModelRef, fingerprint, hf_folder, resolve
+from reflectevo.errors import BackendError
+from reflectevo.records import Messages
+
+#: end-of-turn tokens of chat models, beside the eos token (the list HFBackend uses)
+END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+
+
+@register_engine("openvino", "OpenVINO GenAI continuous batching on CPU, IR exported once (extra: openvino)")
+def _factory(model: str, **options) -> Backend:
+    return OpenVINOBackend(resolve(model), **options)
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """An engine's error message (often many lines) as one line for a BackendError."""
+    return " ".join(str(exc).split())[:limit]
+
+
+def cpu_count() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+class OpenVINOBackend(Backend):
+    """`precision`: "bf16" (default; f32 on CPUs without bf16 and with one thread) or "f32", for compute
+    and KV cache. `cache_gb`: KV-cache size; `max_batched_tokens`: tokens per engine step; `threads`:
+    inference threads (default: the CPUs this process may use)."""
+
+    def __init__(self, ref: ModelRef, precision: str = "bf16", cache_gb: float = 2.0,
+                 max_batched_tokens: int = 2048, threads: int | None = None, batch_size: int = 32, **_ignored):
+        try:
+            import openvino as ov
+            import openvino_genai
+        except ImportError as exc:
+            raise BackendError("engine 'openvino' needs openvino-genai: pip install 'reflectevo[openvino]'") from exc
+        if precision not in ("bf16", "f32"):
+            raise BackendError(f"engine 'openvino': precision must be bf16 or f32, not {precision!r}")
+        from transformers import AutoTokenizer
+
+        from reflectevo.backends.openvino_export import ir_folder
+
+        self.name = ref.name
+        self.fingerprint = fingerprint(ref)
+        self.batch_size = batch_size
+        folder = hf_folder(ref)
+        try:
+            self.tokenizer = AutoTokenizer.from_pretrained(folder)
+        except (OSError, ValueError) as exc:
+            raise BackendError(f"cannot load the tokenizer of model {ref.name!r} from {folder}: {one_line(exc)}") from exc
+        self.ir = ir_folder(ref)
+        threads = threads or cpu_count()
+        if precision == "bf16" and "BF16" not in ov.Core().get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
+            precision = "f32"  # OpenVINO would fall back silently; name what actually computes
+        if threads < 2:
+            # openvino-genai 2026.4.1 kills the process (SIGFPE) building a pipeline with one inference
+            # thread and bf16 compute or a u8/bf16 KV cache; f32 for both works (measured).
+            precision = "f32"
+        self.precision = precision
+        self.settings = {"INFERENCE_NUM_THREADS": threads, "INFERENCE_PRECISION_HINT": precision,
+                         "KV_CACHE_PRECISION": precision}
+        scheduler = openvino_genai.SchedulerConfig()
+        scheduler.cache_size = max(1, round(cache_gb))  # GB
+        scheduler.max_num_batched_tokens = max_batched_tokens
+        scheduler.enable_prefix_caching = True
+        self.scheduler = {"cache_gb": scheduler.cache_size, "max_batched_tokens": max_batched_tokens,
+                          "prefix_caching": True}
+        try:
+            self._pipe = openvino_genai.ContinuousBatchingPipeline(str(self.ir), scheduler, "CPU", self.settings)
+        except RuntimeError as exc:
+            raise BackendError(f"OpenVINO cannot load model {ref.name!r} from {self.ir}: {one_line(exc)}") from exc
+        self._eos = self._eos_ids(folder)
+        self._genai, self._ov = openvino_genai, ov
+
+    def _eos_ids(self, folder) -> list[int]:
+        from transformers import AutoConfig, GenerationConfig
+
+        try:
+            ids = GenerationConfig.from_pretrained(folder).eos_token_id
+        except OSError:  # no generation_config.json: transformers derives it from config.json
+            ids = GenerationConfig.from_model_config(AutoConfig.from_pretrained(folder)).eos_token_id
+        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+        ids.add(self.tokenizer.eos_token_id)
+        for token in END_OF_TURN:
+            tid = self.tokenizer.convert_tokens_to_ids(token)
+            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
+                ids.add(tid)
+        return sorted(i for i in ids if i is not None)
+
+    @property
+    def cache_identity(self) -> str:
+        # The same weights give other text in another precision or on another engine.
+        return f"OpenVINOBackend:ir-fp16:{self.precision}:{self.fingerprint}"
+
+    def describe(self) -> dict:
+        return {**super().describe(), "ir": str(self.ir), "weights": "fp16", "precision": self.precision,
+                "threads": self.settings["INFERENCE_NUM_THREADS"], **self.scheduler}
+
+    def render(self, messages: Messages) -> str:
+        """The model's own chat template, exactly as HFBackend.render()."""
+        return self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+    def prompt_ids(self, messages: Messages) -> list[int]:
+        """The token ids the engine is given: what HFBackend.generate tokenises."""
+        return self.tokenizer(self.render(messages), add_special_tokens=False).input_ids
+
+    def _config(self, params: SamplingParams, seed: int):
+        config = self._genai.GenerationConfig()
+        config.max_new_tokens = params.max_tokens
+        config.stop_token_ids = set(self._eos)
+        if params.stop:
+            config.stop_strings = set(params.stop)
+            config.include_stop_str_in_output = True  # cut below, as HFBackend does
+        if params.temperature > 0:
+            config.do_sample = True
+            config.temperature = params.temperature
+            config.top_p = params.top_p
+            config.top_k = 0  # off, as on the other engines
+            config.rng_seed = seed
+        return config
+
+    def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[list[Completion]]:
+        """n samples per prompt; sample i uses rng_seed params.seed + i (the llama.cpp engine's convention)."""
+        n = params.n
+        flat = self.generate_seeded([(m, params.seed + i) for m in prompts for i in range(n)], params)
+        return [flat[row * n:(row + 1) * n] for row in range(len(prompts))]
+
+    def generate_seeded(self, requests: Sequence[tuple[Messages, int]], params: SamplingParams) -> list[Completion]:
+        """One completion per (messages, seed) request, all sent to the engine at once.
+
+        Each request is its own engine request with its own random generator (rng_seed), so which
+        requests share the batch does not change the random draws. It can change the logits' rounding:
+        measured (docs/backends.md), f32 text is batch-invariant (greedy 8/8, sampled 31/32), bf16 is
+        not (greedy 4/8, sampled 1/32 alike after 64 tokens). Greedy ignores the seed and computes
+        each distinct prompt once.
+        """
+        import numpy as np
+
+        sampling = params.temperature > 0
+        keys = [(tuple(self.prompt_ids(m)), seed if sampling else 0) for m, seed in requests]
+        unique = list(dict.fromkeys(keys))
+        inputs = [self._ov.Tensor(np.array([ids], dtype=np.int64)) for ids, _ in unique]
+        try:
+            results = self._pipe.generate(inputs, [self._config(params, seed) for _, seed in unique])
+        except RuntimeError as exc:
+            raise BackendError(f"OpenVINO generation failed for model {self.name!r}: {one_line(exc)}") from exc
+        done = {}
+        for key, result in zip(unique, results):
+            if not result.m_generation_ids:
+                raise BackendError(f"OpenVINO dropped a request for model {self.name!r}; "
+                                   "is the prompt longer than the KV cache (cache_gb)?")
+            done[key] = self._completion(list(result.m_generation_ids[0]), params)
+        return [Completion(text=done[k].text, tokens=done[k].tokens, finish_reason=done[k].finish_reason)
+                for k in keys]
+
+    def _completion(self, ids: list[int], params: SamplingParams) -> Completion:
+        # The same post-processing as HFBackend.generate: stop at the first end token, decode without
+        # special tokens, cut stop strings from the text.
+        finished = next((i for i, t in enumerate(ids) if t in self._eos), None)
+        kept = ids[:finished] if finished is not None else ids
+        text = self.tokenizer.decode(kept, skip_special_tokens=True)
+        reason = "stop" if finished is not None or len(ids) < params.max_tokens else "length"
+        for stop in params.stop:
+            cut = text.find(stop)
+            if cut >= 0:
+                text, reason = text[:cut], "stop"
+        return Completion(text=text, tokens=len(kept), finish_reason=reason)
+
+    def close(self) -> None:
+        self._pipe = None
