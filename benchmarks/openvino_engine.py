@@ -90,8 +90,8 @@ def seeds(prompts, max_tokens: int, alone: int, precision: str) -> dict:
         out[label + "_tok_s"] = tokens / (time.perf_counter() - started)
 
     batch = backend.generate(prompts, params)
-    requests = [(prompts[p], params.seed + i) for p in range(min(alone, len(prompts))) for i in range(params.n)]
-    by_one = [backend.generate_seeded([r], params)[0].text for r in requests]
+    requests = [(prompts[p], params.sample(i)) for p in range(min(alone, len(prompts))) for i in range(params.n)]
+    by_one = [backend.generate([m], [p])[0][0].text for m, p in requests]
     in_batch = [batch[p][i].text for p in range(min(alone, len(prompts))) for i in range(params.n)]
     out["seeded_same_alone_as_in_batch"] = f"{sum(a == b for a, b in zip(by_one, in_batch))}/{len(requests)}"
     out["distinct_samples_per_prompt"] = sum(len({c.text for c in outs}) for outs in batch) / len(batch)

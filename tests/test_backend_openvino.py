@@ -13,6 +13,7 @@ import subprocess
 import sys
 
 import pytest
+from dataclasses import replace
 
 pytest.importorskip("openvino_genai", reason="the openvino extra is not installed: pip install 'reflectevo[openvino]'")
 
@@ -97,8 +98,9 @@ def test_samples_seeds_stop_and_length(engine):
     assert [[c.text for c in outs] for outs in again] == [[c.text for c in outs] for outs in first]
     assert any(outs[0].text != outs[1].text for outs in first)  # different seeds, different samples
     # Sample i of a prompt is the request (prompt, seed + i).
-    seeded = engine.generate_seeded([(m, 7 + i) for m in prompts for i in range(2)], sampled)
-    assert [c.text for c in seeded] == [c.text for outs in first for c in outs]
+    seeded = engine.generate([m for m in prompts for _ in range(2)],
+                             [replace(sampled, n=1, seed=7 + i) for _ in prompts for i in range(2)])
+    assert [outs[0].text for outs in seeded] == [c.text for outs in first for c in outs]
 
     greedy = engine.generate([COUNT], SamplingParams(max_tokens=12, n=2))[0]
     assert greedy[0].text == greedy[1].text and greedy[0].finish_reason == "length" and greedy[0].tokens == 12
@@ -115,9 +117,9 @@ def test_samples_seeds_stop_and_length(engine):
 def test_seeds_and_greedy_do_not_depend_on_the_batch(exact):
     """Each request has its own random generator; at f32 the logits do not depend on the batch either."""
     prompts = gsm8k_prompts(8)
-    sampled = SamplingParams(temperature=0.8, max_tokens=16)
-    together = exact.generate_seeded([(m, 5) for m in prompts], sampled)
-    alone = [exact.generate_seeded([(m, 5)], sampled)[0] for m in prompts[:3]]
+    sampled = SamplingParams(temperature=0.8, max_tokens=16, seed=5)
+    together = [outs[0] for outs in exact.generate(prompts, sampled)]
+    alone = [exact.generate([m], sampled)[0][0] for m in prompts[:3]]
     assert [c.text for c in alone] == [c.text for c in together[:3]]
     greedy = SamplingParams(max_tokens=24)
     batch = [outs[0].text for outs in exact.generate(prompts, greedy)]

@@ -17,8 +17,10 @@ from reflectevo.prompts import correction_prompt
 from reflectevo.records import read_episodes
 from reflectevo.tasks import get_task
 
+# The hf engine: batch invariant, so a resumed run equals an uninterrupted one byte for byte (openvino,
+# the CPU default where installed, keeps every finished sample but is not batch invariant in bf16).
 ARGS = ["--task", "gsm8k", "--limit", "3", "--max-tokens", "24", "--reflection-max-tokens", "16",
-        "-k", "1", "--samples", "2", "--batch-size", "2"]
+        "-k", "1", "--samples", "2", "--batch-size", "2", "--engine", "hf"]
 
 
 def reflectevo(*args: str, cache: Path, check: bool = True, **popen) -> subprocess.CompletedProcess:

@@ -40,7 +40,8 @@ class GenerateConfig(StageConfig):
     max_tokens: int = Field(256, ge=1)
     reflection_max_tokens: int = Field(256, ge=1)
     seed: int = 0
-    batch_size: int = Field(16, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="requests per engine call (default: the engine's own: "
+                                                          "hf 16, openvino 32, openai 64)")
     cache: str | None = None
     no_cache: bool = False
 
@@ -111,6 +112,7 @@ class EvaluateConfig(StageConfig):
     self_check_max_tokens: int = Field(128, ge=1)
     seed: int = 0
     bootstrap: int = Field(1000, ge=0, description="bootstrap resamples for 95% CIs (0 = none)")
-    batch_size: int = Field(16, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="requests per engine call (default: the engine's own: "
+                                                          "hf 16, openvino 32, openai 64)")
     cache: str | None = None
     no_cache: bool = False

@@ -9,7 +9,7 @@ from typing import Callable
 
 from reflectevo.backends.base import Backend, Completion, SamplingParams
 from reflectevo.backends.models import DEFAULT_MODEL, ModelRef, list_models, resolve
-from reflectevo.errors import InputError
+from reflectevo.errors import BackendError, InputError
 
 
 def _hf(model: str, **options) -> Backend:
@@ -33,16 +33,34 @@ def register_engine(name: str, description: str):
 
 
 def default_engine(model: str) -> str:
-    # hf stays the default: llama.cpp measured 6x faster on a contended 2-core machine, HF batched is
-    # ahead on an idle one (RUNTIME.md); see docs/backends.md before changing this.
+    """The fastest engine installed for a local model here: openvino on a machine without CUDA (measured
+    against hf in benchmarks/generation.py, docs/backends.md), else hf."""
+    import importlib.util
+
+    if importlib.util.find_spec("openvino_genai") is not None:
+        import torch
+
+        if not torch.cuda.is_available():
+            return "openvino"
     return "hf"
 
 
 def load_backend(model: str = DEFAULT_MODEL, engine: str = "auto", **options) -> Backend:
+    """`engine="auto"`: default_engine(); where that engine cannot take the model (an export it does not
+    support), hf, saying so. Options left as None take the engine's own defaults."""
     _load_optional_engines()
+    options = {key: value for key, value in options.items() if value is not None}
     name = default_engine(model) if engine == "auto" else engine
     if name not in ENGINES:
         raise InputError(f"unknown engine {name!r}; engines: {', '.join(sorted(ENGINES))}")
+    if engine == "auto" and name != "hf":
+        try:
+            return ENGINES[name](model, **options)
+        except BackendError as exc:
+            from reflectevo.progress import console
+
+            console.print(f"[yellow]engine {name!r} cannot run {model!r} ({exc}); using 'hf'[/yellow]")
+            name = "hf"
     return ENGINES[name](model, **options)
 
 

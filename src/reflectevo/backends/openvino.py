@@ -13,10 +13,11 @@ tokenizer, so prompts, end-of-turn handling and stop-string cutting follow one p
 from __future__ import annotations
 
 import os
+from dataclasses import replace
 from typing import Sequence
 
 from reflectevo.backends import register_engine
-from reflectevo.backends.base import Backend, Completion, SamplingParams
+from reflectevo.backends.base import Backend, Completion, Params, SamplingParams, per_prompt
 from reflectevo.backends.models import ModelRef, fingerprint, hf_folder, resolve
 from reflectevo.errors import BackendError
 from reflectevo.records import Messages
@@ -136,14 +137,18 @@ class OpenVINOBackend(Backend):
             config.rng_seed = seed
         return config
 
-    def generate(self, prompts: Sequence[Messages], params: SamplingParams) -> list[list[Completion]]:
-        """n samples per prompt; sample i uses rng_seed params.seed + i (the llama.cpp engine's convention)."""
-        n = params.n
-        flat = self.generate_seeded([(m, params.seed + i) for m in prompts for i in range(n)], params)
-        return [flat[row * n:(row + 1) * n] for row in range(len(prompts))]
+    def generate(self, prompts: Sequence[Messages], params: Params) -> list[list[Completion]]:
+        """n samples per prompt, sample i seeded params.seed + i; each sample is its own engine request."""
+        plan = per_prompt(prompts, params)
+        flat = self._requests([(m, p.sample(i)) for m, p in zip(prompts, plan) for i in range(p.n)])
+        out, at = [], 0
+        for p in plan:
+            out.append(flat[at:at + p.n])
+            at += p.n
+        return out
 
-    def generate_seeded(self, requests: Sequence[tuple[Messages, int]], params: SamplingParams) -> list[Completion]:
-        """One completion per (messages, seed) request, all sent to the engine at once.
+    def _requests(self, requests: Sequence[tuple[Messages, SamplingParams]]) -> list[Completion]:
+        """One completion per (messages, one-sample params) request, all sent to the engine at once.
 
         Each request is its own engine request with its own random generator (rng_seed), so which
         requests share the batch does not change the random draws. It can change the logits' rounding:
@@ -153,12 +158,11 @@ class OpenVINOBackend(Backend):
         """
         import numpy as np
 
-        sampling = params.temperature > 0
-        keys = [(tuple(self.prompt_ids(m)), seed if sampling else 0) for m, seed in requests]
+        keys = [(tuple(self.prompt_ids(m)), p if p.temperature > 0 else replace(p, seed=0)) for m, p in requests]
         unique = list(dict.fromkeys(keys))
         inputs = [self._ov.Tensor(np.array([ids], dtype=np.int64)) for ids, _ in unique]
         try:
-            results = self._pipe.generate(inputs, [self._config(params, seed) for _, seed in unique])
+            results = self._pipe.generate(inputs, [self._config(p, p.seed) for _, p in unique])
         except RuntimeError as exc:
             raise BackendError(f"OpenVINO generation failed for model {self.name!r}: {one_line(exc)}") from exc
         done = {}
@@ -166,7 +170,7 @@ class OpenVINOBackend(Backend):
             if not result.m_generation_ids:
                 raise BackendError(f"OpenVINO dropped a request for model {self.name!r}; "
                                    "is the prompt longer than the KV cache (cache_gb)?")
-            done[key] = self._completion(list(result.m_generation_ids[0]), params)
+            done[key] = self._completion(list(result.m_generation_ids[0]), key[1])
         return [Completion(text=done[k].text, tokens=done[k].tokens, finish_reason=done[k].finish_reason)
                 for k in keys]
 

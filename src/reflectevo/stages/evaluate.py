@@ -128,7 +128,7 @@ def role_models(cfg: EvaluateConfig) -> dict[str, str]:
 
 def check_models(cfg: EvaluateConfig) -> None:
     """Resolve local model references before anything loads, so a typo fails in a second."""
-    if cfg.engine not in ("auto", "hf", "llamacpp"):
+    if cfg.engine not in ("auto", "hf", "llamacpp", "openvino"):
         return  # server engines name models the server knows
     for role, model in role_models(cfg).items():
         try:
