@@ -251,7 +251,7 @@ def _run_in(root: Path, code: str, tests: list[str], setup: str, limits: Limits,
 
 
 _PIECE = 1000  # the runner sends at most this many characters from each end of a long text
-_MIN_PIECE = 24  # no text is clipped below this many characters
+_MIN_PIECE = 40  # no text is clipped below this many characters (the cut marker takes ~26)
 
 
 @dataclass(frozen=True)
