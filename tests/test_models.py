@@ -221,3 +221,12 @@ def test_real_qwen_05b_assembles_to_a_qwen2_gguf(home):
 
     field = GGUFReader(ref.path).fields["general.architecture"]
     assert bytes(field.parts[field.data[0]]).decode() == "qwen2"
+
+
+def test_unwritable_home_is_a_one_line_error(tmp_path):
+    parts = _write_parts(tmp_path / "site", "unwritable_", [b"abc"])
+    files = [tmp_path / "site" / p.module / p.file for p in parts]
+    (tmp_path / "home").write_text("a file where the models folder should be")
+    with pytest.raises(BackendError, match=r"^cannot assemble .*m\.gguf: .*Not a directory"):
+        assemble(list(zip(files, parts)), tmp_path / "home" / "models" / "m.gguf", 3,
+                 hashlib.sha256(b"abc").hexdigest())

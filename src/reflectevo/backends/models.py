@@ -199,8 +199,11 @@ def assemble(parts: list[tuple[Path, Part]], target: Path, size: int, sha256: st
         if actual != part.size:  # checked before copying anything: truncated downloads fail at once
             raise BackendError(_bad_part(number, len(parts), file, part, f"has {actual:,} bytes, expected "
                                                                          f"{part.size:,}"))
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".part")
+    except OSError as exc:
+        raise BackendError(f"cannot assemble {target}: {exc}") from exc
     whole = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as out:
@@ -223,8 +226,10 @@ def assemble(parts: list[tuple[Path, Part]], target: Path, size: int, sha256: st
             raise BackendError(f"the {len(parts)} parts concatenate to {written:,} bytes with sha256 "
                                f"{whole.hexdigest()[:16]}..., expected {size:,} bytes with sha256 {sha256[:16]}...")
         os.replace(tmp, target)
-    except BaseException:
+    except BaseException as exc:
         Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):  # a full disk, a read-only home: one line, not a traceback
+            raise BackendError(f"cannot assemble {target}: {exc}") from exc
         raise
     _remember_digest(target, whole.hexdigest())
     return target
