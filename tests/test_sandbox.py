@@ -92,7 +92,7 @@ def test_cpu_limit_is_reported_as_such():
     result = run_tests("def f(x):\n    while True:\n        pass", TEST,
                        limits=Limits(cpu_seconds=1, wall_seconds=8))
     assert result.status == "cpu_limit" and "CPU time limit exceeded" in result.feedback
-    assert "test 1" in result.feedback
+    assert "test 1" in result.feedback.lower()  # "Test 1 of 1 failed: ..." or "... while running test 1: ..."
 
 
 def test_feedback_shows_failing_assert_and_actual_value():
@@ -104,8 +104,10 @@ def test_feedback_shows_failing_assert_and_actual_value():
 
 def test_traceback_feedback_without_runner_frames():
     result = run_tests("def f(x):\n    return undefined_name", TEST, limits=FAST)
-    assert "NameError" in result.feedback and "solution.py" in result.feedback
-    assert "runner.py" not in result.feedback
+    # the error and the line of the model's code that raised it, not the harness's frames
+    assert "NameError: name 'undefined_name' is not defined" in result.feedback
+    assert "raised at line 2 of your code: return undefined_name" in result.feedback
+    assert "runner.py" not in result.feedback and "Traceback" not in result.feedback
 
 
 def test_syntax_error_and_setup_order():

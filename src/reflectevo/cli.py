@@ -100,13 +100,18 @@ def tasks():
 @app.command()
 @user_errors
 def models():
-    """List model presets and backend engines."""
-    from reflectevo.backends import ENGINE_DESCRIPTIONS, _load_optional_engines, list_models
+    """List model presets (installed or how to install them, size, licence) and backend engines."""
+    from reflectevo.backends import ENGINE_DESCRIPTIONS, _load_optional_engines
+    from reflectevo.backends.models import PRESETS, preset_status
 
-    table = Table("model preset", "description")
-    for name, description in list_models().items():
-        table.add_row(name, description)
-    out.print(table)
+    # Plain lines, not a table: the pip command and the licence must stay whole (copyable) at any width.
+    out.print("[bold]Model presets[/bold] (--model NAME)")
+    for name, preset in PRESETS.items():
+        state = preset_status(preset)
+        out.print(f"[bold]{name}[/bold]: {preset.description}", soft_wrap=True, highlight=False)
+        size = f"size: {state.size}; " if state.size else ""
+        out.print(f"  {size}{state.status}", soft_wrap=True, highlight=False, markup=False)
+        out.print(f"  licence: {preset.licence}", soft_wrap=True, highlight=False, markup=False)
     _load_optional_engines()
     engines = Table("engine", "description")
     for name, description in ENGINE_DESCRIPTIONS.items():

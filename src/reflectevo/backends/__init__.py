@@ -13,9 +13,10 @@ from reflectevo.errors import BackendError, InputError
 
 
 def _hf(model: str, **options) -> Backend:
+    ref = resolve(model)  # a missing model fails here, before torch is imported
     from reflectevo.backends.hf import HFBackend
 
-    return HFBackend(resolve(model), **options)
+    return HFBackend(ref, **options)
 
 
 #: engine name -> factory(model, **options). Other engines register themselves here.

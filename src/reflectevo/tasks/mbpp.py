@@ -3,7 +3,8 @@
 Splits by task_id (the MBPP paper's): prompt 1-10 (few-shot examples), test 11-510 (the ReflectEvo
 test set), validation 511-600, train 601-974. As in MBPP's own prompt, the question shows the three
 test asserts, so the model knows the function's name and signature; the challenge tests are not used.
-The feedback of a failure is the failing assert with the value actually returned, or the traceback.
+The feedback of a failure is the failing assert with the value actually returned, or the error with the
+line of the code that raised it (at most three lines, 300 characters; see verify/sandbox.py).
 """
 
 from __future__ import annotations

@@ -6,6 +6,12 @@ resource limits, install an audit hook (no sockets, no writes outside the workin
 processes unless allowed), then run the setup code, the solution and each test in one namespace,
 logging progress to the result log so that the parent can tell which test was running when a limit
 killed the process.
+
+A failure is described for feedback, not dumped: the asserts of the tests and setup code are rewritten
+(line numbers kept) so that the values they compare are captured as they run (nothing is evaluated
+twice); the innermost line of the tests that was running (inside a check function too), those values,
+and for an exception its type, message and the line of the solution that raised it are logged as
+short fields (long texts as their two ends and length), which sandbox.py fits into a few lines.
 """
 
 import ast
@@ -16,9 +22,8 @@ import os
 import resource
 import signal
 import sys
-import traceback
 
-_MAX_REPR = 300
+_PIECE = 1000  # characters kept from each end of a long value or line (sandbox.py clips them further)
 
 
 def _count_tasks(uid):
@@ -179,37 +184,190 @@ def _on_sigxcpu(_signum, _frame):
     raise CPUTimeLimitExceeded("CPU time limit exceeded")
 
 
-def _short(value):
+_SEEN = "__reflectevo_seen__"  # the capture hook the rewritten asserts call (a dunder: never name-mangled)
+
+
+def _piece(text):
+    """A long text as its ends and its length (sandbox.py clips it once, to fit the feedback)."""
+    text = " ".join(str(text).splitlines())
+    if len(text) <= 2 * _PIECE:
+        return {"head": text, "tail": "", "length": len(text)}
+    return {"head": text[:_PIECE], "tail": text[-_PIECE:], "length": len(text)}
+
+
+def _short_name(text, limit=60):
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _repr(value):
     try:
-        text = repr(value)
-    except Exception as exc:  # noqa: BLE001 - a broken __repr__ in user code
-        text = f"<unprintable {type(value).__name__}: {exc}>"
-    return text if len(text) <= _MAX_REPR else text[:_MAX_REPR] + "..."
+        return repr(value)
+    except BaseException as exc:  # noqa: BLE001 - a broken __repr__ in user code
+        return f"<unprintable {type(value).__name__}: {type(exc).__name__}>"
 
 
-def _user_traceback(exc):
-    """The traceback without the runner's own frames."""
-    frames = [f for f in traceback.extract_tb(exc.__traceback__) if f.filename != __file__]
-    lines = ["Traceback (most recent call last):\n"] if frames else []
-    lines += traceback.format_list(frames)
-    lines += traceback.format_exception_only(type(exc), exc)
-    return "".join(lines).rstrip()
+class _Seen:
+    """Values the rewritten asserts of the tests saw, for the assert that ran last."""
+
+    def __init__(self):
+        self.current, self.values = None, {}
+
+    def begin(self, assert_id):
+        self.current, self.values = assert_id, {}
+
+    def __call__(self, assert_id, slot, value):
+        if assert_id == self.current:
+            self.values[slot] = value
+        return value
 
 
-def _actual_value(test, namespace):
-    """For `assert <expr> == <expected>`, the value <expr> actually had (as text), else None."""
+def _literal(node):
     try:
-        tree = ast.parse(test)
-        node = tree.body[0] if len(tree.body) == 1 else None
-        if not isinstance(node, ast.Assert) or not isinstance(node.test, ast.Compare):
-            return None
-        if len(node.test.ops) != 1 or not isinstance(node.test.ops[0], (ast.Eq, ast.Is)):
-            return None
-        left = ast.Expression(node.test.left)
-        value = eval(compile(left, "<test>", "eval"), namespace)  # noqa: S307 - inside the sandbox
-        return f"{ast.unparse(node.test.left)} returned {_short(value)}"
-    except BaseException:  # noqa: BLE001
-        return None
+        ast.literal_eval(node)
+        return True
+    except (ValueError, TypeError, SyntaxError, MemoryError, RecursionError):
+        return False
+
+
+def _user_calls(node):
+    """The outermost calls of non-builtin names in `node` (the tested functions: f(...), candidate(...))."""
+    found = []
+
+    def walk(item):
+        if isinstance(item, ast.Call) and isinstance(item.func, ast.Name) and not hasattr(builtins, item.func.id):
+            found.append(item)
+            return
+        for child in ast.iter_child_nodes(item):
+            walk(child)
+
+    walk(node)
+    return found
+
+
+class _Rewrite(ast.NodeTransformer):
+    """Rewrites each `assert` so that the values it compares are captured as it runs, without running
+    anything twice: `assert f(x) == y` becomes `seen.begin(k); assert seen(k, 0, f(x)) == seen(k, 1, y)`.
+    Line numbers stay those of the original source."""
+
+    def __init__(self, filename, source, registry):
+        self.filename, self.source = filename, source
+        self.asserts = registry  # every rewritten assert of the run: its id is its index here
+
+    def visit_Assert(self, node):
+        test = node.test
+        subjects = []  # (slot kind, node): "value" is what the code returned, "expected" the other side
+        if isinstance(test, ast.Compare) and len(test.ops) == 1:
+            subjects.append(("value", test.left))
+            if not _literal(test.comparators[0]):
+                subjects.append(("expected", test.comparators[0]))
+        else:
+            inner = test.operand if isinstance(test, ast.UnaryOp) and isinstance(test.op, ast.Not) else test
+            calls = _user_calls(inner)[:2]
+            if calls:
+                subjects += [("value", call) for call in calls]
+            elif isinstance(inner, (ast.Name, ast.Attribute, ast.Subscript)):
+                subjects.append(("value", inner))
+        assert_id = len(self.asserts)
+        names = sorted({n.id for n in ast.walk(test) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Load)
+                        and not hasattr(builtins, n.id)})
+        self.asserts.append({"file": self.filename, "line": node.lineno, "end": node.end_lineno or node.lineno,
+                             "names": names,
+                             "slots": [(kind if kind == "expected" or isinstance(sub, ast.Call) else "is",
+                                        self._text(sub)) for kind, sub in subjects]})
+        targets = {id(sub): slot for slot, (_, sub) in enumerate(subjects)}
+        node.test = _Wrap(targets, assert_id).visit(test)
+        begin = ast.Expr(ast.Call(ast.Attribute(ast.Name(_SEEN, ast.Load()), "begin", ast.Load()),
+                                  [ast.Constant(assert_id)], []))
+        return [ast.copy_location(begin, node), node]
+
+
+    def _text(self, node):
+        """The expression as the test wrote it (as the model saw it), else as ast prints it."""
+        segment = ast.get_source_segment(self.source, node)
+        return " ".join(line.strip() for line in segment.splitlines()) if segment else ast.unparse(node)
+
+
+class _Wrap(ast.NodeTransformer):
+    def __init__(self, targets, assert_id):
+        self.targets, self.assert_id = targets, assert_id
+
+    def visit(self, node):
+        slot = self.targets.get(id(node))
+        if slot is None:
+            return super().visit(node)
+        call = ast.Call(ast.Name(_SEEN, ast.Load()), [ast.Constant(self.assert_id), ast.Constant(slot), node], [])
+        return ast.copy_location(call, node)
+
+
+def _compile_checked(source, filename, registry):
+    """Compile test (or setup) code with its asserts rewritten; the plain source where rewriting fails."""
+    tree = ast.parse(source, filename)  # a SyntaxError is the caller's to report
+    try:
+        tree = ast.fix_missing_locations(_Rewrite(filename, source, registry).visit(tree))
+        return compile(tree, filename, "exec")
+    except Exception:  # noqa: BLE001 - an AST this rewriter does not handle: run it as written
+        return compile(source, filename, "exec")
+
+
+def _line(source, number):
+    lines = source.splitlines()
+    return lines[number - 1].strip() if 0 < number <= len(lines) else ""
+
+
+def _error_text(exc):
+    """`Type: message` on one line (a SyntaxError: its short message; the line is reported apart)."""
+    name = type(exc).__name__
+    try:
+        message = exc.msg if isinstance(exc, SyntaxError) else str(exc)
+    except BaseException:  # noqa: BLE001 - a broken __str__ in user code
+        message = "<unprintable message>"
+    message = " ".join(str(message).split())
+    return _piece(f"{name}: {message}" if message else name)
+
+
+def _explain(exc, sources, asserts, seen):
+    """What went wrong, in a few short fields: the innermost line of the tests (or setup) that was
+    running, the values an assert saw, and for an exception the line of the solution that raised."""
+    entries = []
+    tb = exc.__traceback__
+    while tb is not None:
+        entries.append((tb.tb_frame, tb.tb_lineno))
+        tb = tb.tb_next
+    entries = [(frame, line) for frame, line in entries if frame.f_code.co_filename != __file__]
+    info = {"error": _error_text(exc)}
+    harness = [(f, n) for f, n in entries if f.f_code.co_filename in sources and f.f_code.co_filename != "solution.py"]
+    if harness:
+        frame, number = harness[-1]
+        filename = frame.f_code.co_filename
+        info.update(file=filename, line=number, text=_piece(_line(sources[filename], number)),
+                    function=_short_name(frame.f_code.co_name, 40) if frame.f_code.co_name != "<module>" else None)
+    solution = [(f, n) for f, n in entries if f.f_code.co_filename == "solution.py"]
+    deepest = entries[-1][0].f_code.co_filename if entries else None
+    if isinstance(exc, AssertionError) and harness and deepest == info["file"]:
+        frame, number = harness[-1]
+        current = asserts[seen.current] if isinstance(seen.current, int) and seen.current < len(asserts) else None
+        if current and current["file"] == info["file"] and current["line"] <= number <= current["end"]:
+            lines = sources[info["file"]].splitlines()[current["line"] - 1:current["end"]]
+            info["text"] = _piece(" ".join(line.strip() for line in lines))  # the whole assert statement
+            values = [{"kind": kind, "expr": _short_name(text), "repr": _piece(_repr(seen.values[slot]))}
+                      for slot, (kind, text) in enumerate(current["slots"]) if slot in seen.values]
+            scope = {**frame.f_globals, **frame.f_locals}
+            shown = {text for _, text in current["slots"]}
+            names = [{"name": _short_name(name, 30), "repr": _piece(_repr(scope[name]))} for name in current["names"]
+                     if name in scope and name not in shown and not callable(scope[name])
+                     and type(scope[name]).__name__ != "module"]
+            info.update(values=values, names=names[:3])
+        if exc.args:
+            info["assert_message"] = _piece(_repr(exc.args[0]) if not isinstance(exc.args[0], str) else exc.args[0])
+    elif solution:
+        frame, number = solution[-1]
+        info.update(raised_line=number, raised_text=_piece(_line(sources["solution.py"], number)))
+    elif isinstance(exc, SyntaxError) and exc.lineno:
+        if exc.filename == "solution.py":
+            info.update(raised_line=exc.lineno, raised_text=_piece((exc.text or "").strip()))
+        else:
+            info.update(file=exc.filename, line=exc.lineno, text=_piece((exc.text or "").strip()))
+    return info
 
 
 def main():
@@ -231,24 +389,35 @@ def main():
     sys.path.insert(0, workdir)
     namespace = {"__name__": "__solution__", "__builtins__": builtins}
 
+    sources = {"solution.py": job["code"], "setup.py": job["setup"]}
+    asserts = []  # what each rewritten assert of the tests and setup captures, by id
+    seen = _Seen()
+
     def run(stage, source, filename, index=None):
         record(event="start", stage=stage, index=index)
+        sources[filename] = source
         try:
-            code = compile(source, filename, "exec")
+            if stage == "solution":
+                code = compile(source, filename, "exec")
+            else:
+                code = _compile_checked(source, filename, asserts)
         except SyntaxError as exc:
             record(event="fail", stage=stage, index=index, kind="SyntaxError",
-                   message="".join(traceback.format_exception_only(type(exc), exc)).rstrip())
+                   **_explain(exc, sources, asserts, seen))
             return False
+        namespace[_SEEN] = seen  # put back before each run: the solution shares this namespace
         try:
             exec(code, namespace)  # noqa: S102 - this process is the sandbox
         except SystemExit as exc:
             record(event="fail", stage=stage, index=index, kind="SystemExit",
-                   message=f"the code called exit({exc.code!r})")
+                   error=_piece(f"the code called exit({_repr(exc.code)})"))
             return False
         except BaseException as exc:  # noqa: BLE001
-            actual = _actual_value(source, namespace) if stage == "test" else None
-            record(event="fail", stage=stage, index=index, kind=type(exc).__name__,
-                   message=_user_traceback(exc), actual=actual)
+            try:
+                info = _explain(exc, sources, asserts, seen)
+            except BaseException as inner:  # noqa: BLE001 - e.g. a value whose repr hits a limit
+                info = {"error": _piece(f"{type(exc).__name__} (not described: {type(inner).__name__})")}
+            record(event="fail", stage=stage, index=index, kind=type(exc).__name__, **info)
             return False
         return True
 
@@ -258,7 +427,9 @@ def main():
     setup, ok, deferred = job["setup"], True, False
     if setup.strip():
         try:
-            exec(compile(setup, "setup.py", "exec"), namespace)  # noqa: S102
+            namespace[_SEEN] = seen
+            code = _compile_checked(setup, "setup.py", asserts)
+            exec(code, namespace)  # noqa: S102
         except NameError:
             deferred = True
         except BaseException:  # noqa: BLE001 - reported by run() below with the full story

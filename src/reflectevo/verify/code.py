@@ -20,17 +20,31 @@ _BUILTINS = set(dir(__import__("builtins")))
 
 
 def function_names(tests: Sequence[str]) -> list[str]:
-    """Names the tests call, e.g. ['remove_Occ'] for 'assert remove_Occ("hello","l") == "heo"'."""
+    """Names the tests call, e.g. ['remove_Occ'] for 'assert remove_Occ("hello","l") == "heo"'; for a
+    check function (`def check(candidate): ...` then `check(f)`) the function handed to it, ['f']."""
     names: list[str] = []
     for test in tests:
         try:
             tree = ast.parse(test.strip())
         except SyntaxError:
             continue
+        defined: set[str] = set()  # names the tests define themselves: helpers, their parameters, variables
         for node in ast.walk(tree):
-            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name):
-                name = node.func.id
-                if name not in names and name not in _BUILTINS:
+            if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef, ast.Lambda)):
+                if not isinstance(node, ast.Lambda):
+                    defined.add(node.name)
+                if not isinstance(node, ast.ClassDef):
+                    defined.update(a.arg for a in ast.walk(node.args) if isinstance(a, ast.arg))
+            elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+                defined.add(node.id)
+        for node in ast.walk(tree):
+            if not (isinstance(node, ast.Call) and isinstance(node.func, ast.Name)):
+                continue
+            called = [node.func.id]
+            if node.func.id in defined:  # check(f): f is the function under test
+                called = [a.id for a in node.args if isinstance(a, ast.Name)]
+            for name in called:
+                if name not in names and name not in _BUILTINS and name not in defined:
                     names.append(name)
     return names
 
@@ -93,8 +107,9 @@ def verdict_from_sandbox(code: str, result: SandboxResult) -> Verdict:
 
 
 def judge_code(response: str, tests: Sequence[str], setup: str = "", limits: Limits | None = None) -> Verdict:
-    """Extract the program and run it against `tests` in the sandbox. The feedback of a failure is
-    the failing assertion (with the value actually returned) or the traceback."""
+    """Extract the program and run it against `tests` in the sandbox. The feedback of a failure is at
+    most three short lines (300 characters): the failing line of the tests (inside a check function
+    too) and the value the code returned there, or the error and the line of the code that raised it."""
     code = extract_code(response, function_names(tests))
     if code is None:
         return Verdict(correct=False, extracted=None, extraction_failed=True,

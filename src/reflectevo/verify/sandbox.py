@@ -22,6 +22,11 @@ Never inside the pipeline's own process. Each run gets:
   namespaces are unavailable. `isolation().describe()` says what is active;
 - stdout/stderr captured to files, bounded by RLIMIT_FSIZE; only a bounded head/tail is read back.
 
+The feedback of a failure is one to three lines, at most FEEDBACK_CHARS (300) characters: the failing
+test (or, for a multi-line test or check function, the failing line inside it) and what the code
+returned there, or the error with the line of the solution that raised it; long texts are clipped in
+the middle, saying how many characters were cut (`fit`).
+
 The limits protect the machine and the run; they do not make a verdict forgery-proof against code
 written to attack the grader (code runs in the same interpreter as its tests).
 """
@@ -45,7 +50,7 @@ from typing import Iterable, Sequence
 
 NOBODY = 65534
 _RUNNER = Path(__file__).with_name("_sandbox_runner.py")
-FEEDBACK_CHARS = 1500
+FEEDBACK_CHARS = 300  # the whole feedback of a failure: at most three short lines
 
 
 @dataclass(frozen=True)
@@ -155,14 +160,6 @@ def _read_bounded(path: Path, limit: int) -> str:
         return ""
 
 
-def trim(text: str, limit: int = FEEDBACK_CHARS) -> str:
-    """Keep the start and the end (where a traceback's error line is) of a long text."""
-    if len(text) <= limit:
-        return text
-    half = limit // 2
-    return f"{text[:half]}\n... [{len(text) - limit} characters cut] ...\n{text[-half:]}"
-
-
 def _kill_group(pid: int) -> None:
     try:
         os.killpg(pid, signal.SIGKILL)
@@ -253,12 +250,143 @@ def _run_in(root: Path, code: str, tests: list[str], setup: str, limits: Limits,
     return result
 
 
+_PIECE = 1000  # the runner sends at most this many characters from each end of a long text
+_MIN_PIECE = 40  # no text is clipped below this many characters (the cut marker takes ~26)
+
+
+@dataclass(frozen=True)
+class Text:
+    """A text the feedback may clip in the middle: its start, its end and its full length (the runner
+    sends only the ends of a long value)."""
+
+    head: str
+    tail: str = ""
+    length: int = 0
+
+    @classmethod
+    def of(cls, value) -> "Text":
+        """From the runner's {head, tail, length} (trusted for nothing: clipped, cast) or a plain string."""
+        if isinstance(value, dict):
+            head, tail = _one_line(value.get("head", ""))[:_PIECE], _one_line(value.get("tail", ""))[-_PIECE:]
+            length = value.get("length")
+            if not tail or not isinstance(length, int) or length < len(head) + len(tail):
+                return cls.of(head + tail)
+            return cls(head, tail, length)
+        text = _one_line("" if value is None else value)
+        if len(text) > 2 * _PIECE:
+            return cls(text[:_PIECE], text[-_PIECE:], len(text))
+        return cls(text, "", len(text))
+
+    def render(self, limit: int) -> str:
+        if not self.tail and self.length <= limit:
+            return self.head
+        end = self.tail or self.head
+        keep = limit
+        for _ in range(3):  # the marker's length depends on the count it shows
+            marker = f" ...[{self.length - keep} chars cut]... "
+            keep = max(limit - len(marker), 2)
+        front = (keep * 2) // 3
+        return self.head[:front] + marker + end[len(end) - (keep - front):]
+
+
+def _one_line(value) -> str:
+    return str(value).replace("\r", " ").replace("\n", " ")
+
+
+def clip(text: str, limit: int) -> str:
+    """`text` cut in the middle to at most `limit` characters, saying how many were cut."""
+    return Text.of(text).render(limit)
+
+
+def fit(lines: list[list], limit: int = FEEDBACK_CHARS) -> str:
+    """Lines of fixed strings and `Text`s, joined and fitted into `limit` characters: the fixed parts stay,
+    each `Text` is clipped once, the shortest keep most (water-filling)."""
+    lines = [[part if isinstance(part, Text) else _one_line(part) for part in line] for line in lines]
+    lines = [line for line in lines if any(part.length if isinstance(part, Text) else part for part in line)]
+    fixed = sum(len(part) for line in lines for part in line if isinstance(part, str)) + len(lines) - 1
+    texts = sorted((part for line in lines for part in line if isinstance(part, Text)), key=lambda t: t.length)
+    available, budget = limit - fixed, {}
+    for k, text in enumerate(texts):
+        share = max(available // (len(texts) - k), _MIN_PIECE)
+        budget[id(text)] = min(text.length, share)
+        available -= budget[id(text)]
+    out = "\n".join("".join(part.render(budget[id(part)]) if isinstance(part, Text) else part for part in line)
+                    for line in lines)
+    return out if len(out) <= limit else out[: limit - 3] + "..."
+
+
+def _test_label(tests: list[str], index: int) -> str:
+    test = str(tests[index]).strip() if 0 <= index < len(tests) else "?"
+    first = test.splitlines()[0] if test else ""
+    return f"test {index + 1}: {clip(first, 120)}" + (" ..." if "\n" in test else "")
+
+
 def _describe_stage(event: dict | None, tests: list[str]) -> str:
     if not event:
         return "before the code started"
-    if event.get("stage") == "test":
-        return f"while running test {event['index'] + 1}: {tests[event['index']]}"
+    if event.get("stage") == "test" and isinstance(event.get("index"), int):
+        return f"while running {_test_label(tests, event['index'])}"
     return f"while running the {event.get('stage')} code"
+
+
+def _short(value, limit: int = 40) -> str:
+    text = _one_line(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _failure_lines(fail: dict, tests: list[str], limits: Limits) -> tuple[str, list[list]]:
+    """Status and the (at most three) lines of feedback for a failure the runner described:
+    where in the tests it failed, what the code returned there (or the error), and for an error the
+    line of the solution that raised it."""
+    stage, kind = fail.get("stage"), _short(fail.get("kind", ""))
+    error = Text.of(fail.get("error") or kind or "error")
+    if kind == "CPUTimeLimitExceeded":
+        status, error = "cpu_limit", Text.of(f"CPU time limit exceeded ({limits.cpu_seconds} s)")
+    elif kind == "MemoryError":
+        status, error = "memory_limit", Text.of(f"MemoryError (memory limit: {limits.memory_mb} MiB)")
+    elif kind == "SyntaxError":
+        status = "syntax_error"
+    elif stage == "test":
+        status = "failed"
+    else:
+        status = "error"
+    raised: list = []
+    if isinstance(fail.get("raised_line"), int):
+        # the runner reports only lines of the solution here (a SyntaxError elsewhere is a `line`)
+        raised = [f"raised at line {fail['raised_line']} of your code: ", Text.of(fail.get("raised_text"))]
+    index = fail.get("index")
+    if stage != "test" or not isinstance(index, int) or not 0 <= index < len(tests):
+        return status, [[f"The {_short(stage)} code failed before the tests ran: ", error], raised]
+    test = str(tests[index]).strip()
+    head = f"Test {index + 1} of {len(tests)} failed"
+    line, function = fail.get("line"), fail.get("function")
+    within = f" (in {_short(function)})" if function else ""
+    if fail.get("file") == "setup.py" and isinstance(line, int):
+        first = [f"{head} at line {line} of the setup code{within}: ", Text.of(fail.get("text"))]
+    elif "\n" in test and isinstance(line, int) and fail.get("text"):
+        first = [f"{head} at line {line}{within}: ", Text.of(fail.get("text"))]
+    else:
+        first = [f"{head}: ", Text.of(test)]
+    if kind != "AssertionError" or raised:
+        return status, [first, ["", error], raised]
+    second: list = []
+    for value in (fail.get("values") or [])[:3]:
+        if not isinstance(value, dict):
+            continue
+        if second:
+            second.append("; ")
+        verb = {"value": " returned ", "is": " is "}.get(value.get("kind"), "")
+        second += ["expected " if not verb else f"{_short(value.get('expr'), 60)}{verb}", Text.of(value.get("repr"))]
+    names = [n for n in (fail.get("names") or [])[:3] if isinstance(n, dict)]
+    if second and names:
+        second.append(" (with ")
+        for k, name in enumerate(names):
+            second += [", " if k else "", f"{_short(name.get('name'), 30)} = ", Text.of(name.get("repr"))]
+        second.append(")")
+    if not second:
+        message = fail.get("assert_message")
+        second = ["AssertionError: ", Text.of(message)] if message else ["AssertionError"]
+    return status, [first, second]
 
 
 def _interpret(events: list[dict], tests: list[str], returncode: int | None, timed_out: bool,
@@ -273,52 +401,29 @@ def _interpret(events: list[dict], tests: list[str], returncode: int | None, tim
     if done and not fail:
         return SandboxResult(True, "passed", "passed", tests_passed=done["passed"], tests_total=total)
     if fail:
-        stage, kind = fail.get("stage"), fail.get("kind", "")
-        message = fail.get("message", "")
-        if kind == "CPUTimeLimitExceeded":
-            status = "cpu_limit"
-            message = f"CPU time limit exceeded ({limits.cpu_seconds} s)"
-        elif kind == "MemoryError":
-            status = "memory_limit"
-            message += f"\n(memory limit: {limits.memory_mb} MiB)"
-        elif kind == "SyntaxError":
-            status = "syntax_error"
-        elif stage == "test":
-            status = "failed"
-        else:
-            status = "error"
-        if stage == "test":
-            test = tests[fail["index"]]
-            head = f"Test {fail['index'] + 1} of {total} failed: {test}"
-            if kind == "AssertionError":
-                body = f"AssertionError: {fail['actual']}" if fail.get("actual") else message
-            else:
-                body = message
-            feedback = f"{head}\n{body}"
-            failed_test = test
-        else:
-            feedback = f"The {stage} code raised an error before the tests ran:\n{message}"
-            failed_test = None
-        return SandboxResult(False, status, trim(feedback), tests_passed=max(passed_count, 0),
+        status, parts = _failure_lines(fail, tests, limits)
+        index = fail.get("index")
+        failed_test = tests[index] if fail.get("stage") == "test" and isinstance(index, int) and 0 <= index < total \
+            else None
+        return SandboxResult(False, status, fit(parts), tests_passed=max(passed_count, 0),
                              tests_total=total, failed_test=failed_test)
     where = _describe_stage(last_start, tests)
     failed_test = tests[last_start["index"]] if last_start and last_start.get("stage") == "test" else None
     killed_by = -returncode if returncode is not None and returncode < 0 else None
     if timed_out:
-        status, text = "timeout", f"Time limit exceeded ({limits.wall_seconds:g} s wall clock) {where}."
+        status, lines = "timeout", [f"Time limit exceeded ({limits.wall_seconds:g} s wall clock) {where}."]
     elif killed_by == signal.SIGXCPU or (returncode != 0 and cpu_used >= limits.cpu_seconds - 0.05):
-        status, text = "cpu_limit", f"CPU time limit exceeded ({limits.cpu_seconds} s) {where}."
+        status, lines = "cpu_limit", [f"CPU time limit exceeded ({limits.cpu_seconds} s) {where}."]
     elif killed_by == signal.SIGXFSZ:
-        status, text = "output_limit", (f"Output or file size limit exceeded ({limits.file_size_mb} MiB) "
-                                        f"{where}.")
+        status, lines = "output_limit", [f"Output or file size limit exceeded ({limits.file_size_mb} MiB) {where}."]
     elif returncode == 0:
-        status, text = "crashed", f"The program exited before the tests finished ({where})."
+        status, lines = "crashed", [f"The program exited before the tests finished ({where})."]
     else:
         status = "crashed"
         reason = f"signal {signal.Signals(killed_by).name}" if killed_by else f"exit status {returncode}"
-        tail = stderr.strip().splitlines()[-5:]
-        text = f"The program crashed ({reason}) {where}." + ("\n" + "\n".join(tail) if tail else "")
-    return SandboxResult(False, status, trim(text), tests_passed=max(passed_count, 0), tests_total=total,
+        tail = [line for line in stderr.strip().splitlines() if line.strip()][-1:]
+        lines = [f"The program crashed ({reason}) {where}.", *tail]
+    return SandboxResult(False, status, fit([[Text.of(line)] for line in lines]), tests_passed=max(passed_count, 0), tests_total=total,
                          failed_test=failed_test)
 
 
