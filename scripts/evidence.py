@@ -37,6 +37,7 @@ from pathlib import Path
 import numpy as np
 
 from reflectevo.config import EvaluateConfig, GenerateConfig, build
+from reflectevo.errors import InputError
 from reflectevo.records import read_samples
 from reflectevo.report.metrics import LEVEL, METRIC_OF
 from reflectevo.stages.curate import CurateConfig, curate
@@ -71,15 +72,23 @@ def run_generate(args, out: Path, models: dict, seed: int) -> Path:
     return out
 
 
-def run_curate(args, source: Path, out: Path) -> Path:
+def run_curate(args, source: Path, out: Path) -> Path | None:
+    """The curated folder, or None where no reflection corrected anything (nothing to curate)."""
     if not (out / "curation.json").is_file():
-        curate(CurateConfig(source=str(source), out=str(out), validation=0.1, seed=0))
+        try:
+            curate(CurateConfig(source=str(source), out=str(out), validation=0.1, seed=0))
+        except InputError as exc:
+            if "curation produced no rows" not in str(exc):
+                raise
+            return None
     return out
 
 
 def run_train(args, setting: str, data: Path, out: Path, base_model: str, seed: int) -> Path | None:
     """The trained folder, or None where curation left the setting's data empty."""
     stages = STAGES[setting]
+    if data is None:
+        return None
     for _, dataset, _ in stages:
         rows = data / dataset / "train.jsonl"
         if not rows.is_file() or rows.stat().st_size == 0:
@@ -284,12 +293,16 @@ def main() -> None:
     gen = out / "base" / "generate"
     data = out / "base" / "curate"
     rows, notes = [], []
-    timing = {}
+    # Wall time per step, kept across invocations (a resumed run adds to what the earlier ones spent).
+    timing_file = out / "timing.json"
+    timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
 
     def step(key, fn):
         t0 = time.time()
         result = fn() if not args.report_only else None
         timing[key] = timing.get(key, 0) + time.time() - t0
+        out.mkdir(parents=True, exist_ok=True)
+        timing_file.write_text(json.dumps(timing, indent=1))
         return result
 
     step("generate", lambda: run_generate(args, gen, base_model, seed=1))
@@ -319,7 +332,7 @@ def main() -> None:
                 step(f"eval-{setting}", lambda: run_evaluate(args, folder, models_of(setting, train_dir), mode_of(setting), split))
                 if (folder / "samples.jsonl").is_file():
                     folders[split].append(folder)
-            timing[f"{setting}-{seed}"] = time.time() - t0
+            timing[f"{setting}-{seed}"] = timing.get(f"{setting}-{seed}", 0) + time.time() - t0
         trained_dirs[setting] = folders
 
     control_test = [outcomes(f) for f in trained_dirs.get("control", {}).get("test", [])]
@@ -354,8 +367,8 @@ def main() -> None:
                 it2 = out / f"iter2-{best}" / f"seed-{seed}"
                 t0 = time.time()
                 step("iter2", lambda: run_generate(args, it2 / "generate", models, seed=2))
-                step("iter2", lambda: run_curate(args, it2 / "generate", it2 / "curate"))
-                done = step("iter2", lambda: run_train(args, best, it2 / "curate", it2 / "train", models["generator"], seed))
+                curated = step("iter2", lambda: run_curate(args, it2 / "generate", it2 / "curate"))
+                done = step("iter2", lambda: run_train(args, best, curated, it2 / "train", models["generator"], seed))
                 if done is None and not args.report_only:
                     notes.append(f"second iteration, seed {seed}: curation left nothing to train on")
                     continue
@@ -363,11 +376,13 @@ def main() -> None:
                                                    mode_of(best), "test"))
                 if (it2 / "eval-test" / "samples.jsonl").is_file():
                     folders.append(it2 / "eval-test")
-                timing[f"iter2-{seed}"] = time.time() - t0
+                timing[f"iter2-{seed}"] = timing.get(f"iter2-{seed}", 0) + time.time() - t0
             if folders:
                 rows.append(summarise(f"setting {best}, iteration 2", best, base_eval[(mode_of(best), "test")],
                                       folders, {}, sum(v for k, v in timing.items() if k.startswith("iter2-"))))
-    write_outputs(args, rows, notes, time.time() - started, docs)
+    timing_file.parent.mkdir(parents=True, exist_ok=True)
+    timing_file.write_text(json.dumps(timing, indent=1))
+    write_outputs(args, rows, notes, sum(timing.values()) - sum(v for k, v in timing.items() if "-" in k and k.split("-")[-1].isdigit()), docs)
     for r in rows:
         print(r["label"], pct(r["acc_t2_oracle"]), "reflection value", pct(r["reflection_value"], "value"),
               "vs control", pct(r.get("vs_control")))
