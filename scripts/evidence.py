@@ -317,6 +317,28 @@ def main() -> None:
     sizes = {name: d["train"] for name, d in curation.get("datasets", {}).items()}
 
     trained_dirs: dict[str, dict[str, list[Path]]] = {}
+
+    def summary_rows() -> list[dict]:
+        control_test = [outcomes(f) for f in trained_dirs.get("control", {}).get("test", [])]
+        done = []
+        for setting in ["control"] + settings:
+            folders = trained_dirs.get(setting, {}).get("test", [])
+            if not folders:
+                continue
+            wall = sum(v for k, v in timing.items() if k.startswith(f"{setting}-"))
+            done.append(summarise(f"setting {setting}" if setting != "control" else "control (right trial-1 answers)",
+                                  setting, base_eval[(mode_of(setting), "test")], folders,
+                                  {d: sizes.get(d, 0) for _, d, _ in STAGES[setting]}, wall,
+                                  control=control_test if setting != "control" else None))
+        return done
+
+    def report(last: str) -> None:
+        write_outputs(args, summary_rows(), notes + [f"(partial: settings up to {last} done)"],
+                      total_seconds(), docs)
+
+    def total_seconds() -> float:
+        return sum(v for k, v in timing.items() if not (k.split("-")[-1].isdigit()))
+
     for setting in ["control"] + settings:
         folders = {"validation": [], "test": []}
         for seed in seeds:
@@ -335,16 +357,9 @@ def main() -> None:
             timing[f"{setting}-{seed}"] = timing.get(f"{setting}-{seed}", 0) + time.time() - t0
         trained_dirs[setting] = folders
 
-    control_test = [outcomes(f) for f in trained_dirs.get("control", {}).get("test", [])]
-    for setting in ["control"] + settings:
-        folders = trained_dirs.get(setting, {}).get("test", [])
-        if not folders:
-            continue
-        wall = sum(v for k, v in timing.items() if k.startswith(f"{setting}-"))
-        rows.append(summarise(f"setting {setting}" if setting != "control" else "control (right trial-1 answers)",
-                              setting, base_eval[(mode_of(setting), "test")], folders,
-                              {d: sizes.get(d, 0) for _, d, _ in STAGES[setting]}, wall,
-                              control=control_test if setting != "control" else None))
+        report(setting)  # partial results land as each setting finishes
+
+    rows = summary_rows()
 
     # The second iteration of the best setting, chosen on validation (never on test).
     if not args.no_second_iteration:
@@ -382,7 +397,7 @@ def main() -> None:
                                       folders, {}, sum(v for k, v in timing.items() if k.startswith("iter2-"))))
     timing_file.parent.mkdir(parents=True, exist_ok=True)
     timing_file.write_text(json.dumps(timing, indent=1))
-    write_outputs(args, rows, notes, sum(timing.values()) - sum(v for k, v in timing.items() if "-" in k and k.split("-")[-1].isdigit()), docs)
+    write_outputs(args, rows, notes, total_seconds(), docs)
     for r in rows:
         print(r["label"], pct(r["acc_t2_oracle"]), "reflection value", pct(r["reflection_value"], "value"),
               "vs control", pct(r.get("vs_control")))
