@@ -184,15 +184,18 @@ def test_full_fine_tuning_sft(curated_dir, tmp_path):
 
 
 # ------------------------------------------------------------------------------------- multi-GPU
-@pytest.mark.parametrize("name, kind", [("deepspeed_zero3", "DEEPSPEED"), ("fsdp", "FSDP")])
-def test_shipped_accelerate_configs_load(name, kind):
+@pytest.mark.parametrize("name, kind, precision", [("deepspeed_zero3", "DEEPSPEED", "bf16"),
+                                                    ("fsdp", "FSDP", "bf16"), ("ddp_cpu", "MULTI_CPU", "no")])
+def test_shipped_accelerate_configs_load(name, kind, precision):
+    """accelerate's own loader reads every shipped config (the ZeRO-3 and FSDP ones need GPUs to run;
+    ddp_cpu runs in tests/test_distributed.py)."""
     from accelerate.commands.config.config_args import load_config_from_file
 
     path = accelerate_config(name)
     assert yaml.safe_load(path.read_text())["distributed_type"] == kind
     config = load_config_from_file(str(path))
-    assert config.distributed_type.value == kind and config.mixed_precision == "bf16"
-    with pytest.raises(InputError, match="shipped: deepspeed_zero3, fsdp"):
+    assert config.distributed_type.value == kind and config.mixed_precision == precision
+    with pytest.raises(InputError, match="shipped: ddp_cpu, deepspeed_zero3, fsdp"):
         accelerate_config("zero9")
 
 

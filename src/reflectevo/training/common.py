@@ -88,6 +88,7 @@ def trainer_args(cfg: TrainConfig, kind: str, stage_dir: Path, has_eval: bool) -
         max_steps=cfg.max_steps, per_device_train_batch_size=cfg.batch_size,
         per_device_eval_batch_size=cfg.batch_size, gradient_accumulation_steps=cfg.grad_accum,
         warmup_steps=cfg.warmup_ratio, weight_decay=cfg.weight_decay, lr_scheduler_type=cfg.lr_scheduler,
+        train_sampling_strategy=cfg.data_order,
         logging_steps=cfg.logging_steps,
         logging_first_step=True, save_strategy="steps", save_steps=cfg.save_steps,
         save_total_limit=cfg.save_total_limit, seed=cfg.seed, report_to="none", disable_tqdm=True,

@@ -62,6 +62,8 @@ class TrainConfig(StageConfig):
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
     lr_scheduler: str = "linear"
+    data_order: Literal["random", "sequential"] = Field(
+        "random", description="order of training rows (sequential: the file's order, e.g. to compare launches)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="auto: bf16 where supported (CPU and recent GPUs), else fp32")
     gradient_checkpointing: bool = False
