@@ -68,6 +68,7 @@ class OpenAIBackend(Backend):
         key = os.environ.get(api_key_env)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
         self._in_flight = {url: 0 for url in self.urls}
+        self.answered = {url: 0 for url in self.urls}  # requests each server answered (in the manifest)
         self._turn = itertools.count()
         # One event loop in a daemon thread: works from plain scripts and from inside running loops
         # (notebooks), and keeps one connection pool for the backend's life.
@@ -132,6 +133,7 @@ class OpenAIBackend(Backend):
                 if response.status_code < 400:
                     data = _json_or_none(response)
                     if _well_formed(path, data):
+                        self.answered[target] += 1
                         return data
                     # A garbled answer (a proxy, an overloaded server) is retried like a 5xx.
                     problem = f"malformed response: {response.text[:120].strip()!r}"
@@ -189,7 +191,7 @@ class OpenAIBackend(Backend):
 
     def describe(self) -> dict:
         return {**super().describe(), "base_urls": self.urls, "served": self.served,
-                "request_model": self.request_model}
+                "request_model": self.request_model, "answered": dict(self.answered)}
 
     def close(self) -> None:
         if self._loop.is_running():

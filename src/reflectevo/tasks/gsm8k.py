@@ -12,8 +12,6 @@ from reflectevo.verify.number import judge_number
 
 @register_task("gsm8k", "GSM8K grade-school math word problems; numeric answer (bundled, MIT)")
 class GSM8K(Task):
-    name = "gsm8k"
-    description = "GSM8K grade-school math word problems; numeric answer (bundled, MIT)"
     answer_type = "number"
     splits = ("train", "test")
     instruction = "Solve the math word problem. Think step by step, then give the final number."

@@ -14,6 +14,7 @@ import re
 from reflectevo.errors import InputError
 from reflectevo.records import Problem, Verdict
 from reflectevo.tasks.base import Task
+from reflectevo.tasks.registry import register_task
 from reflectevo.verify.number import extract_number
 
 # One generated pool, split by a hash of each question's split key: test questions never reach train,
@@ -130,12 +131,14 @@ class GymTask(Task):
                 "split_key": "sorted operands" if self.commutative else "question"}
 
 
+@register_task("arith", "sums of 2-3 small numbers from reasoning-gym chain_sum; exact scorer; the quickstart's task")
 def arith(data_path=None, few_shot: int = 0, data_split: str | None = None) -> GymTask:
     """Sums and differences of two or three small numbers: within reach of a 135M model, not trivial."""
     return GymTask("chain_sum", data_path, few_shot, name="arith", numeric=True, min_terms=2, max_terms=3,
                    min_digits=1, max_digits=2, data_split=data_split)
 
 
+@register_task("add", "sums of two numbers below 100, number-only answers (reasoning-gym); exact scorer; the evidence task")
 def add(data_path=None, few_shot: int = 0, data_split: str | None = None) -> GymTask:
     """Sums of two numbers below 100, answered directly.
 

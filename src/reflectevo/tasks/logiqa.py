@@ -47,8 +47,6 @@ _EXAMPLES = [
 
 @register_task("logiqa", "LogiQA logical reasoning MCQ (A-D), the ReflectEvo 500 sample; data from --data (no licence)")
 class LogiQA(Task):
-    name = "logiqa"
-    description = "LogiQA logical reasoning MCQ (A-D); data from --data (no licence, not bundled)"
     answer_type = "choice"
     splits = ("test", "train", "validation")
     instruction = "Read the passage and question, reason step by step, then choose one option."

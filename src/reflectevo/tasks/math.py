@@ -99,13 +99,9 @@ def _few_shot_pool() -> tuple[Problem, ...]:
 @register_task("math", "MATH competition problems, the ReflectEvo 500-problem test sample; LaTeX answers "
                        "judged by equivalence (bundled, MIT)")
 class MathTask(_MathTask):
-    name = "math"
-    description = "MATH, the ReflectEvo paper's 500-problem test sample; train = MATH test minus both test sets"
     test_file = PAPER_SAMPLE
 
 
 @register_task("math500", "MATH-500 (Lightman et al.); LaTeX answers judged by equivalence (bundled, MIT)")
 class Math500Task(_MathTask):
-    name = "math500"
-    description = "MATH-500 test subset; train = MATH test minus MATH-500 and the ReflectEvo sample"
     test_file = MATH500

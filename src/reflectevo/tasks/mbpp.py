@@ -39,8 +39,6 @@ def tests_block(tests: list[str], setup: str = "") -> str:
 @register_task("mbpp", "MBPP Python programming problems; judged by running the task's asserts in a "
                        "sandbox (bundled, CC BY 4.0)")
 class MBPP(Task):
-    name = "mbpp"
-    description = "MBPP Python problems judged by their asserts in a sandbox (bundled, CC BY 4.0)"
     answer_type = "code"
     splits = ("test", "train", "validation", "prompt")
     instruction = "You are an expert Python programmer. Write a Python function for the task."
