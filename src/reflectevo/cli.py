@@ -242,7 +242,7 @@ def train(
     reward_workers: Optional[int] = typer.Option(None, help="V: concurrent sandboxed verdicts for code tasks [4]"),
     reward_task: Optional[str] = typer.Option(None, help="V: task (name or .yaml) whose verifier judges every row [each row's own]"),
     use_vllm: Optional[bool] = typer.Option(None, "--use-vllm/--no-vllm", help="V on GPUs: generate replies with vLLM [off]"),
-    vllm_mode: Optional[str] = typer.Option(None, help="V + vLLM: server (`trl vllm-serve`) or colocate [server]"),
+    vllm_mode: Optional[str] = typer.Option(None, help="V + vLLM: colocate (in the trainer) or server (`trl vllm-serve`) [colocate]"),
     vllm_server_base_url: Optional[str] = typer.Option(None, help="V + vLLM server: http://HOST:8000"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings (its `train:` section)"),
 ):

@@ -43,7 +43,7 @@ class RLPrompt(_Record):
     @classmethod
     def from_row(cls, where: str, row: dict[str, Any]) -> "RLPrompt":
         """A validated row, or an InputError naming `where` (file:line) and the field."""
-        values = dict(row)
+        values = {k: v for k, v in row.items() if k in cls.model_fields}  # other columns: provenance, ignored
         if isinstance(values.get("problem"), str):
             try:
                 values["problem"] = json.loads(values["problem"])

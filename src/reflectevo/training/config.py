@@ -82,8 +82,9 @@ class TrainConfig(StageConfig):
     reward_task: str | None = Field(None, description="GRPO: task name or .yaml whose verifier judges every row "
                                                       "(default: each row's own task)")
     use_vllm: bool = Field(False, description="GRPO on GPUs: generate rollouts with vLLM (TRL use_vllm)")
-    vllm_mode: Literal["server", "colocate"] = Field("server", description="GRPO + vLLM: a `trl vllm-serve` "
-                                                                           "server, or vLLM inside the trainer")
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="GRPO + vLLM: inside the trainer "
+                                                                             "(TRL's default), or a `trl vllm-serve` "
+                                                                             "server on other GPUs")
     vllm_server_base_url: str | None = Field(None, description="GRPO + vLLM server: e.g. http://HOST:8000")
     vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="GRPO + vLLM colocate: GPU share")
     vllm_tensor_parallel_size: int = Field(1, ge=1, description="GRPO + vLLM colocate: tensor-parallel GPUs")

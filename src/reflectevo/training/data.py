@@ -110,8 +110,8 @@ def validate_row(where: str, row: dict, kind: str, setting: str, allow_test_spli
 
 def _rl_row(where: str, row: dict) -> dict:
     """TRL's columns of a setting V row: the prompt, the JSON-encoded problem the reward rebuilds, its task."""
-    rl = RLPrompt.from_row(where, row)
     _check_messages(where, "prompt", row["prompt"], assistant_reply=False)
+    rl = RLPrompt.from_row(where, row)
     return {"prompt": [{"role": m["role"], "content": m["content"]} for m in rl.prompt],
             "problem": rl.problem.model_dump_json(), "task": rl.task}
 

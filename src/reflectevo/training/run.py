@@ -79,7 +79,8 @@ def last_complete_checkpoint(checkpoints: Path) -> str | None:
 
 
 def prompt_budget(cfg: TrainConfig, kind: str) -> int:
-    """Tokens a prompt may take: GRPO keeps room for a whole completion within max_length."""
+    """The length `chat.fits` measures prompts against (it keeps 8 tokens for the reply). GRPO keeps room
+    for a whole completion instead: prompts of at most max_length - max_completion_length tokens."""
     return cfg.max_length - cfg.max_completion_length + 8 if kind == "grpo" else cfg.max_length
 
 
