@@ -51,13 +51,17 @@ def test_reward_is_the_task_verifier_on_the_corrected_answer():
                "I added the tens wrong.\n\n95",                            # wrong answer
                "105",                                                      # right, but no reflection
                "The answer is 105. I added wrong.\n\n105",                 # reflection states the answer
-               "I added the tens wrong: 10 + 90 is 100 and then I"]       # cut off, no answer stated
-    ids = [[1, END], [1, END], [1, END], [1, END], [1, 1]]  # the last one hit max_completion_length
-    batch = dict(prompts=[[]] * 5, completions=[[{"role": "assistant", "content": r}] for r in replies],
-                 completion_ids=ids, problem=[problem.model_dump_json()] * 5, task=["add"] * 5)
-    assert correct(**batch) == [1.0, 0.0, 1.0, 1.0, 0.0]
-    assert fmt(**batch) == [1.0, 1.0, 0.0, 1.0, 0.0]
-    assert stated(**batch) == [0.0, 0.0, 0.0, 1.0, 0.0]
+               "I added the tens wrong: 10 + 90 is 100 and then I",       # cut off, no answer stated
+               f"Question: {problem.question}\n\nReply with only the number.",  # echoes the prompt
+               f"Question: {problem.question}\n\n105"]                   # echoes it, then the right answer
+    ids = [[1, END], [1, END], [1, END], [1, END], [1, 1], [1, END], [1, END]]  # [1, 1]: hit the length budget
+    n = len(replies)
+    batch = dict(prompts=[[]] * n, completions=[[{"role": "assistant", "content": r}] for r in replies],
+                 completion_ids=ids, problem=[problem.model_dump_json()] * n, task=["add"] * n)
+    assert correct(**batch) == [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0]
+    # format: a reflection that is not the question, then a final paragraph that alone holds an answer
+    assert fmt(**batch) == [1.0, 1.0, 0.0, 1.0, 0.0, 0.0, 0.0]
+    assert stated(**batch) == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0]
     # A cut reply counts only an answer stated in full before the cut, as evaluation judges it.
     cut = dict(batch, completions=[[{"role": "assistant", "content": "The answer is 105.\nI think 10"}]],
                completion_ids=[[1, 1]], problem=batch["problem"][:1], task=["add"], prompts=[[]])
@@ -95,7 +99,9 @@ def test_grpo_and_vllm_options_reach_grpoconfig(tmp_path):
     from reflectevo.training.grpo import grpo_args
 
     plain = GRPOConfig(**grpo_args(TrainConfig(data=".", setting="V", out=str(tmp_path)), tmp_path, False))
-    assert (plain.per_device_train_batch_size, plain.num_generations, plain.max_completion_length) == (16, 4, 256)
+    assert (plain.generation_batch_size, plain.num_generations, plain.max_completion_length) == (16, 4, 256)
+    # sampled at once, trained one group (4 replies to one prompt) per forward pass: a quarter of the memory
+    assert (plain.per_device_train_batch_size, plain.gradient_accumulation_steps) == (4, 4)
     assert plain.reward_weights == [1.0, 0.0, -0.0] and plain.beta == 0.0 and not plain.use_vllm
     cfg = TrainConfig(data=".", setting="V", out=str(tmp_path), use_vllm=True, vllm_mode="server",
                       vllm_server_base_url="http://gpu-host:8000", format_reward=0.2, answer_penalty=0.5,
@@ -187,22 +193,23 @@ def test_setting_V_trains_logs_rewards_resumes_loads_and_evaluates(rl_dir, tmp_p
 
 
 @pytest.mark.slow
-def test_setting_V_reward_rises_on_add(tmp_path):
-    """A short real run: the verifier's reward, averaged over the last steps, beats the first steps'.
+def test_setting_V_reward_rises_on_add(rl_dir, tmp_path):
+    """A short real run on the `add` failures: the reward of the last steps beats the first steps'.
 
-    The prompts are the failures of `add` on which the untrained model sometimes (not always) gets the
-    sum right when asked to reflect and solve again (tests/data/README.md), so every group of rollouts
-    can disagree and GRPO has a signal; a high learning rate on a fixed set makes the rise visible in a
-    dozen steps, as the other settings' tests do for their loss.
+    The verifier alone is too sparse for a run this short on a CPU: the untrained model's one-stage replies
+    got the sum right in 4 of 1,112 samples of 48 tokens (tests/data/README.md), most of them cut off by
+    the budget before any answer. So this run turns on the documented shaped term `format` (a reply that
+    ends by itself with a reflection before a readable answer), which the model can learn in a few steps:
+    the test shows the whole loop (rollouts, rewards, group advantages, LoRA updates) raising the reward
+    it is given. `correct` is logged beside it, and in this short run it stays near zero (docs/training.md).
     """
-    from reflectevo.stages.curate import CurateConfig, curate
-
-    data = curate(CurateConfig(source=str(EPISODES), out=str(tmp_path / "curated"), validation=0.0,
-                               datasets=["rl_prompts"]))
     out = tmp_path / "V"
-    train(TrainConfig(data=str(data), setting="V", out=str(out), max_steps=12, batch_size=2, num_generations=8,
-                      max_completion_length=48, temperature=1.0, learning_rate=2e-3, logging_steps=1,
+    train(TrainConfig(data=str(rl_dir), setting="V", out=str(out), max_steps=8, batch_size=4, num_generations=4,
+                      max_completion_length=64, learning_rate=2e-3, format_reward=1.0, logging_steps=1,
                       save_steps=100, precision="fp32", merge=False))
-    correct = [m["rewards/correct/mean"] for m in read_metrics(out) if "rewards/correct/mean" in m]
-    assert len(correct) == 12
-    assert sum(correct[-4:]) / 4 > sum(correct[:4]) / 4, correct
+    logged = [m for m in read_metrics(out) if "reward" in m]
+    assert len(logged) == 8
+    mean = lambda key, part: sum(m[key] for m in part) / len(part)  # noqa: E731
+    assert mean("reward", logged[-3:]) > mean("reward", logged[:3]), [m["reward"] for m in logged]
+    assert mean("rewards/format/mean", logged[-3:]) > mean("rewards/format/mean", logged[:3])
+    assert all("rewards/correct/mean" in m for m in logged)

@@ -19,10 +19,15 @@ from reflectevo.training.rewards import Judge, reward_functions
 def grpo_args(cfg: TrainConfig, stage_dir: Path, has_eval: bool) -> dict:
     args = trainer_args(cfg, "grpo", stage_dir, has_eval)
     args.pop("max_length")  # GRPO bounds the completion (max_completion_length); prompts are kept whole
-    # TRL counts completions per batch: batch_size prompts x num_generations replies.
-    completions = cfg.batch_size * cfg.num_generations
-    args.update(per_device_train_batch_size=completions, per_device_eval_batch_size=completions,
-                num_generations=cfg.num_generations, max_completion_length=cfg.max_completion_length,
+    # TRL counts completions, not prompts. One step samples batch_size prompts x num_generations replies at
+    # once (steps_per_generation defaults to the accumulation steps), then trains on them one group per
+    # forward pass, accumulating the gradient: a forward pass over all 16 replies of the default batch
+    # peaked at 16.5 GB on CPU (fp32), one group at a time needs about a quarter of that.
+    # Evaluation keeps no activations for a backward pass: it samples and scores the whole batch at once.
+    args.update(per_device_train_batch_size=cfg.num_generations,
+                per_device_eval_batch_size=cfg.batch_size * cfg.num_generations,
+                gradient_accumulation_steps=cfg.batch_size * cfg.grad_accum, num_generations=cfg.num_generations,
+                max_completion_length=cfg.max_completion_length,
                 temperature=cfg.temperature, top_p=cfg.top_p, beta=cfg.kl_beta, loss_type=cfg.grpo_loss_type,
                 reward_weights=[1.0, cfg.format_reward, -cfg.answer_penalty],
                 use_vllm=cfg.use_vllm, log_completions=False)

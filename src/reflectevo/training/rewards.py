@@ -8,8 +8,11 @@ as `rewards/<name>/mean` and `/std` beside the weighted total `reward`, `reward_
   `task.judge(problem, reply, finish_reason)`, exactly as evaluation judges a one-stage reply: a reply
   cut off by max_completion_length counts only a complete answer stated before the cut. The whole reply
   is judged, as evaluation does, so the answer it ends with is the one that counts.
-- `format` (weight `format_reward`, default 0): 1.0 when the reply ended by itself, the verifier could
-  read an answer from it, and text (the reflection) precedes the final paragraph that holds the answer.
+- `format` (weight `format_reward`, default 0): 1.0 when the reply ended by itself, its final paragraph
+  alone gives an answer the task can read (a code block for code tasks), and a reflection precedes it
+  that does not repeat the question. (A first version asked only for some text before a readable
+  answer; in a 30-step CPU run the 135M policy learned to echo the prompt, "Question: Calculate 88 + 94.
+  \n\nReply with only the number", whose last number the verifier read: docs/training.md.)
 - `answer_stated` (weight `-answer_penalty`, default 0): 1.0 when the reflection part (everything before
   the final paragraph) already states an answer in the task's answer format ("The answer is 42"),
   which the reflection prompts ask the model not to do.
@@ -64,14 +67,29 @@ class Judge:
         for name in dict.fromkeys(task):  # one verify_many per task, in batch order
             judge = self.tasks[name]
             rows = [i for i, t in enumerate(task) if t == name]
-            workers = self.workers if judge.answer_type == "code" else 1  # others are quick (and math-verify's
-            # timeouts need the main thread)
+            # Code verdicts wait on sandbox processes; the others are quick (and math-verify's timeouts need
+            # the main thread).
+            workers = self.workers if judge.answer_type == "code" else 1
             found = judge.verify_many([self.problem(problem[i]) for i in rows], [texts[i] for i in rows],
                                       workers=workers, finish_reasons=[reasons[i] for i in rows])
             for i, verdict in zip(rows, found):
                 verdicts[i] = verdict
         self._last = (key, verdicts)
         return verdicts
+
+    def well_formed(self, name: str, encoded: str, reply: str) -> bool:
+        """A reflection that is not the question, then a final paragraph that alone holds a readable answer."""
+        reflection, final = split_final(reply)
+        problem, task = self.problem(encoded), self.tasks[name]
+        if not reflection or _norm(problem.question) in _norm(reflection):
+            return False
+        if task.answer_type == "code":  # running the code is the verifier's job; here: a closed code block
+            return states_an_answer(final, "code")
+        return not task.verify(problem, final).extraction_failed
+
+
+def _norm(text: str) -> str:
+    return " ".join(text.lower().split())
 
 
 def reply_text(completion) -> str:
@@ -86,10 +104,8 @@ def reward_functions(judge: Judge) -> list:
         return [float(v.correct) for v in judge.verdicts(completions, completion_ids, problem, task)]
 
     def format(prompts, completions, completion_ids, problem, task, **_) -> list[float]:  # noqa: A001
-        verdicts = judge.verdicts(completions, completion_ids, problem, task)
-        return [float(judge.finish_reason(ids) == "stop" and not v.extraction_failed
-                      and bool(split_final(reply_text(c))[0]))
-                for c, ids, v in zip(completions, completion_ids, verdicts)]
+        return [float(judge.finish_reason(ids) == "stop" and judge.well_formed(name, p, reply_text(c)))
+                for c, ids, p, name in zip(completions, completion_ids, problem, task)]
 
     def answer_stated(prompts, completions, completion_ids, problem, task, **_) -> list[float]:
         out = []
