@@ -80,3 +80,38 @@ def test_a_template_that_renders_prompts_differently_stops_training(curated_dir,
     trainer = dpo.build_trainer(cfg, load_model(ref), skewed, Dataset.from_list(rows), None, tmp_path)
     with pytest.raises(ReflectEvoError, match="differently from inference"):
         check_rendering(trainer.train_dataset, rows, skewed, MAX_LENGTH)
+
+
+def _grpo_trainer(cfg, ref, tokenizer, data, tmp_path):
+    from datasets import Dataset
+    from reflectevo.training import grpo
+
+    rows, _ = fits(tokenizer, data.train, MAX_LENGTH)
+    assert rows
+    return rows, grpo.build_trainer(cfg, load_model(ref), tokenizer, Dataset.from_list(rows), None, tmp_path,
+                                    tasks=data.judges)
+
+
+def test_setting_V_rollouts_start_from_the_backend_rendering(curated_dir, default_backend, base, tmp_path):
+    """GRPO tokenises prompts itself when it samples: those ids are the HF backend's, and its rollouts stop
+    on the end-of-turn token, where the backend's replies stop."""
+    from reflectevo.training.chat import check_rollout_rendering
+
+    ref, tokenizer = base
+    cfg = TrainConfig(data=str(curated_dir), setting="V", out=str(tmp_path), max_length=MAX_LENGTH,
+                      num_generations=2, batch_size=1)
+    ((_, data),) = load_setting(curated_dir, "V")
+    rows, trainer = _grpo_trainer(cfg, ref, tokenizer, data, tmp_path)
+    seen, _, _ = trainer._tokenize_prompts([row["prompt"] for row in rows])
+    for row, ids in zip(rows, seen):
+        assert list(ids) == backend_ids(default_backend, row["prompt"])
+    assert default_backend.tokenizer.convert_tokens_to_ids("<|im_end|>") in trainer.eos_token_ids
+    assert set(default_backend._eos) <= set(trainer.eos_token_ids)
+    assert check_rollout_rendering(trainer, rows, tokenizer, default_backend._eos) == min(8, len(rows))
+    # The same skewed template as above stops setting V before any rollout.
+    skewed = load_tokenizer(ref)
+    skewed.chat_template = tokenizer.chat_template.replace(
+        "{{ '<|im_start|>assistant\n' }}", "{{ '\n<|im_start|>assistant\n' }}")
+    rows, trainer = _grpo_trainer(cfg, ref, skewed, data, tmp_path)
+    with pytest.raises(ReflectEvoError, match="differently from inference"):
+        check_rollout_rendering(trainer, rows, tokenizer, default_backend._eos)

@@ -78,6 +78,45 @@ def test_rows_follow_the_training_contract():
     assert counts["reflections_kept_correct"] == 1
 
 
+def test_rl_prompts_one_row_per_failure_and_instruction(tmp_path):
+    """Setting V's prompts: the test-time one-stage prompt (exactly what `evaluate --mode one-stage` sends)
+    and the same prompt with each pool instruction of the episode's reflections, whether or not any
+    reflection corrected the answer; each row holds the problem its reward is judged against."""
+    from reflectevo.records import Problem
+    from reflectevo.records_rl import RLPrompt
+
+    failed = episode(reflections=[(BAD, False, "quick.calc.low"), (OTHER, False, "quick.calc.low"),
+                                  (GOOD, True, "step.calc.high")])
+    bare = episode(eid="gsm8k/train/1")  # failed, never reflected on: still a prompt
+    right = episode(eid="gsm8k/train/2", trial1_correct=True)
+    sets, counts = curate_episodes([failed, bare, right], cfg(validation=0))
+    rows = sets["rl_prompts"]["train"]
+    assert [(r["episode_id"], r["instruction_id"]) for r in rows] == [
+        (failed.id, "test-time"), (failed.id, "quick.calc.low"), (failed.id, "step.calc.high"),
+        (bare.id, "test-time")]
+    t1 = failed.trial1
+    assert rows[0]["prompt"] == reflect_and_correct_prompt(t1.messages, t1.response, "incorrect",
+                                                           GSM8K.answer_format)
+    assert rows[1]["prompt"] == reflect_and_correct_prompt(t1.messages, t1.response, "incorrect",
+                                                           GSM8K.answer_format, instruction="instruction quick.calc.low")
+    assert "instruction quick.calc.low Then solve the problem again" in rows[1]["prompt"][-1]["content"]
+    # The reward can be computed from the row alone: rebuild the problem, run the task's verifier.
+    rl = RLPrompt.from_row("row", rows[0])
+    assert rl.problem == failed.problem() and rl.task == "gsm8k"
+    assert GSM8K.verify(rl.problem, "3 * 4 = 12. The answer is: 12").correct
+    assert not GSM8K.verify(Problem(**rows[0]["problem"]), "The answer is: 7").correct
+    assert counts["failed"] == 2 and counts["datasets"]["rl_prompts"]["per_instruction"]["test-time"] == 2
+    # The cap keeps the test-time row; Parquet holds the problem as JSON and reads back the same.
+    capped, _ = curate_episodes([failed], cfg(validation=0, max_per_problem=2))
+    assert [r["instruction_id"] for r in capped["rl_prompts"]["train"]][0] == "test-time"
+    assert len(capped["rl_prompts"]["train"]) == 2
+    out = curate(CurateConfig(source=str(write_run(tmp_path / "run", [failed, bare])), validation=0))
+    import pyarrow.parquet as pq
+
+    (first, *_) = pq.read_table(out / "rl_prompts" / "train.parquet").to_pylist()
+    assert RLPrompt.from_row("parquet", first) == RLPrompt.from_row("jsonl", rows[0])
+
+
 def test_dpref_judge_free_fallback_prefers_the_shorter_reflection():
     ep = episode(reflections=[(OTHER, True, "a"), (GOOD, True, "b"), (BAD, False, "c")])
     sets, counts = curate_episodes([ep], cfg(validation=0))
@@ -253,8 +292,14 @@ def test_bad_input_is_one_line_and_keeps_previous_outputs(tmp_path):
     assert bad.exit_code == 2 and "episodes.jsonl:1" in bad.output and "task" in bad.output
     assert (run / "curated" / "sft_reflect" / "train.jsonl").read_text() == before
     (run / "episodes.jsonl").write_text(episodes_to_jsonl([episode(reflections=[(BAD, False, "a")])]))
-    empty = runner.invoke(app, ["curate", str(run)])
+    reflection_sets = "sft_one_stage,sft_reflect,sft_correct,dpo_contrastive,dpo_preference"
+    empty = runner.invoke(app, ["curate", str(run), "--datasets", reflection_sets])
     assert empty.exit_code == 2 and "produced no rows" in empty.output
+    # No reflection corrected anything, but the failure is still a prompt for setting V (RL), written by default.
+    rl_only = runner.invoke(app, ["curate", str(run), "--out", str(tmp_path / "rl")])
+    assert rl_only.exit_code == 0 and "no rows for sft_one_stage" in " ".join(rl_only.output.split())
+    # one row with the test-time prompt, one with the instruction its reflection was generated with
+    assert (tmp_path / "rl" / "rl_prompts" / "train.jsonl").read_text().count("\n") == 2
     wrong = tmp_path / "other.jsonl"
     wrong.write_text('{"hello": 1}\n')
     kind = runner.invoke(app, ["curate", str(wrong)])
@@ -299,14 +344,20 @@ def test_curate_real_episodes(real_run, tmp_path):
     for row in pairs:
         assert (row["episode_id"], row["chosen_reflection_index"]) in positives
         assert (row["episode_id"], row["rejected_reflection_index"]) in negatives
-    # The CLI on the real run directory: rows, or the clear "no rows" error when nothing was corrected.
+    # The CLI on the real run directory: rows (setting V's prompts at least: some trial 1 failed), or the clear
+    # "no rows" error for the reflection sets when nothing was corrected.
     result = CliRunner().invoke(app, ["curate", str(real_run), "--out", str(tmp_path / "cur"),
                                       "--keep-answer-leaks", "--dedup", "none"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "cur" / "curation.json").read_text())["reflections"] == counts["reflections"]
+    assert len(load_curated(tmp_path / "cur" / "rl_prompts")["train"]) >= 1
+    reflection_sets = CliRunner().invoke(app, ["curate", str(real_run), "--out", str(tmp_path / "cur2"),
+                                               "--keep-answer-leaks", "--dedup", "none", "--datasets",
+                                               "sft_one_stage,sft_reflect,sft_correct,dpo_contrastive"])
     if positives:
-        assert result.exit_code == 0, result.output
-        assert json.loads((tmp_path / "cur" / "curation.json").read_text())["reflections"] == counts["reflections"]
+        assert reflection_sets.exit_code == 0, reflection_sets.output
     else:
-        assert result.exit_code == 2 and "produced no rows" in result.output
+        assert reflection_sets.exit_code == 2 and "produced no rows" in reflection_sets.output
 
 
 @pytest.mark.slow

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -186,3 +187,31 @@ def test_damaged_results_are_one_line_naming_the_file(tmp_path):
         path.write_text(damage)
         with pytest.raises(InputError, match=r"iter_0/evaluate/results.json: cannot read this evaluation's results"):
             read_results(path)
+
+
+def test_setting_V_is_evaluated_like_setting_I_and_needs_rl_prompts(tmp_path):
+    """Setting V's model answers in one reply (reflection + corrected answer): evaluated in one-stage mode;
+    an iteration whose curation left rl_prompts empty has nothing to learn (before any model loads)."""
+    from reflectevo.stages.evolve import (Models, NothingToLearn, curate_config, evaluate_config, generate_config,
+                                          run_iteration)
+    from reflectevo.training import STAGES
+    from reflectevo.training.config import EVALUATION_MODES
+
+    assert set(EVALUATION_MODES) == set(STAGES)
+    cfg = config(tmp_path, setting="V", iterations=1)
+    steps = plan(cfg)
+    trained = next(s for s in steps if s["stage"] == "validate" and s["iteration"] == 1)["models"]
+    assert trained["generator"] == trained["reflector"] and trained["generator"].endswith("iter_1/train/model")
+    models = Models(generator="smollm2-135m", reflector="smollm2-135m")
+    assert evaluate_config(cfg, 1, models, "validation").mode == "one-stage"
+    assert evaluate_config(config(tmp_path, setting="III"), 1, models).mode == "two-stage"
+    keys = {s["out"]: s["key"] for s in steps}
+    # Generation and curation planted as done, curation with no RL prompt (no trial 1 failed).
+    for step, output in ((generate_config(cfg, 1, models), "episodes.jsonl"), (curate_config(cfg, 1), "curation.json")):
+        Path(step.out).mkdir(parents=True)
+        (Path(step.out) / output).write_text("{}\n")
+        mark_done(Path(step.out), keys[step.out], step)
+    (Path(curate_config(cfg, 1).out) / "rl_prompts").mkdir()
+    (Path(curate_config(cfg, 1).out) / "rl_prompts" / "train.jsonl").write_text("")
+    with pytest.raises(NothingToLearn, match="setting V needs rl_prompts, which curation left empty"):
+        run_iteration(cfg, 1, models, keys)

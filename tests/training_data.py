@@ -27,7 +27,7 @@ def curated_dir(tmp_path_factory) -> Path:
 
     root = tmp_path_factory.mktemp("training")
     out = curate(CurateConfig(source=str(EPISODES), out=str(root / "curated"), validation=0.25, dedup="none",
-                              datasets=["sft_one_stage", "sft_reflect", "sft_correct", "dpo_contrastive"]))
+                              datasets=["sft_one_stage", "sft_reflect", "sft_correct", "dpo_contrastive", "rl_prompts"]))
     paper = curate(CurateConfig(source=str(DPREF),
                                 out=str(root / "paper"), validation=0.0, dedup="none", task="logiqa",
                                 datasets=["dpo_preference"]))

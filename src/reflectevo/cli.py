@@ -137,10 +137,10 @@ def instructions_cmd(extra: list[Path] = typer.Argument(None, help="extra instru
 def curate(
     source: str = typer.Argument(..., help="run directory, episodes .jsonl, or a ReflectEvo paper file"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="curated directory [RUN_DIR/curated]"),
-    datasets: Optional[str] = typer.Option(None, help="comma-separated sets [sft_one_stage,sft_reflect,sft_correct,dpo_contrastive,dpo_preference]"),
+    datasets: Optional[str] = typer.Option(None, help="comma-separated sets [sft_one_stage,sft_reflect,sft_correct,sft_self_train,dpo_contrastive,dpo_preference,rl_prompts]"),
     dedup: Optional[str] = typer.Option(None, help="reflection dedup within a problem: none, exact, near [near]"),
     near_threshold: Optional[float] = typer.Option(None, help="near-duplicate Jaccard threshold on word 3-shingles [0.8]"),
-    max_per_problem: Optional[int] = typer.Option(None, help="cap on rows (SFT) / pairs (DPO) per problem and set"),
+    max_per_problem: Optional[int] = typer.Option(None, help="cap on rows (SFT, RL) / pairs (DPO) per problem and set"),
     validation: Optional[float] = typer.Option(None, help="share of problems held out for validation [0.1]"),
     seed: Optional[int] = typer.Option(None, help="seed of the split and caps [0]"),
     min_chars: Optional[int] = typer.Option(None, help="drop reflections shorter than this [1]"),
@@ -157,7 +157,7 @@ def curate(
     cache: Optional[str] = typer.Option(None, help="SQLite generation cache for the judge"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings (its `curate:` section)"),
 ):
-    """Build D+ (SFT), D± and Dpref (DPO) training sets from episodes, as JSONL and Parquet."""
+    """Build D+ (SFT), D± and Dpref (DPO) training sets and setting V's RL prompts from episodes, as JSONL and Parquet."""
     from reflectevo.config import build
     from reflectevo.stages.curate import CurateConfig, curate as run
 
@@ -218,7 +218,7 @@ def export_cmd(
 @user_errors
 def train(
     data: Optional[str] = typer.Argument(None, help="curated folder (from `reflectevo curate`)"),
-    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="I one-stage SFT, II two-stage SFT, III DPO on D+-, IV DPO on Dpref, control (SFT on right trial-1 answers)"),
+    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="I one-stage SFT, II two-stage SFT, III DPO on D+-, IV DPO on Dpref, V online RL (GRPO) on the trial-2 reward, control (SFT on right trial-1 answers)"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="output folder (setting II: OUT/stage1, OUT/stage2)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="model to train: preset, model folder [smollm2-135m]"),
     full: Optional[bool] = typer.Option(None, "--full/--lora", help="full fine-tuning or LoRA [LoRA]"),
@@ -238,9 +238,20 @@ def train(
     resume: bool = typer.Option(False, "--resume", help="continue from the last checkpoint in --out"),
     allow_test_split: bool = typer.Option(False, "--allow-test-split", help="train on rows of a test split"),
     seed: Optional[int] = typer.Option(None, help="seed [0]"),
+    num_generations: Optional[int] = typer.Option(None, help="V: replies sampled per prompt [4]"),
+    max_completion_length: Optional[int] = typer.Option(None, help="V: max new tokens per reply [256]"),
+    temperature: Optional[float] = typer.Option(None, help="V: sampling temperature of the replies [0.8]"),
+    kl_beta: Optional[float] = typer.Option(None, help="V: KL coefficient to the starting model [0]"),
+    format_reward: Optional[float] = typer.Option(None, help="V: shaped term, + for a reflection then a readable answer [0: off]"),
+    answer_penalty: Optional[float] = typer.Option(None, help="V: shaped term, - for a reflection that states an answer [0: off]"),
+    reward_workers: Optional[int] = typer.Option(None, help="V: concurrent sandboxed verdicts for code tasks [4]"),
+    reward_task: Optional[str] = typer.Option(None, help="V: task (name or .yaml) whose verifier judges every row [each row's own]"),
+    use_vllm: Optional[bool] = typer.Option(None, "--use-vllm/--no-vllm", help="V on GPUs: generate replies with vLLM [off]"),
+    vllm_mode: Optional[str] = typer.Option(None, help="V + vLLM: colocate (in the trainer) or server (`trl vllm-serve`) [colocate]"),
+    vllm_server_base_url: Optional[str] = typer.Option(None, help="V + vLLM server: http://HOST:8000"),
     config: Optional[Path] = typer.Option(None, "--config", "-c", help="YAML settings (its `train:` section)"),
 ):
-    """Reflection learning: SFT (settings I, II) or DPO (III, IV) with LoRA or full fine-tuning."""
+    """Reflection learning: SFT (settings I, II), DPO (III, IV) or GRPO (V) with LoRA or full fine-tuning."""
     from reflectevo.config import build
     from reflectevo.training import TrainConfig, train as run
 
@@ -248,7 +259,11 @@ def train(
                  max_steps=max_steps, learning_rate=learning_rate, batch_size=batch_size, grad_accum=grad_accum,
                  max_length=max_length, lora_r=lora_r, lora_alpha=lora_alpha, beta=beta, precision=precision,
                  logging_steps=logging_steps, eval_steps=eval_steps, save_steps=save_steps,
-                 resume=resume or None, allow_test_split=allow_test_split or None, seed=seed)
+                 resume=resume or None, allow_test_split=allow_test_split or None, seed=seed,
+                 num_generations=num_generations, max_completion_length=max_completion_length,
+                 temperature=temperature, kl_beta=kl_beta, format_reward=format_reward,
+                 answer_penalty=answer_penalty, reward_workers=reward_workers, reward_task=reward_task,
+                 use_vllm=use_vllm, vllm_mode=vllm_mode, vllm_server_base_url=vllm_server_base_url)
     values = _settings(config, "train", given)
     for required, flag in (("data", "DATA"), ("setting", "--setting"), ("out", "--out")):
         if required not in values:
@@ -328,7 +343,7 @@ def evolve(
     task: Optional[str] = typer.Option(None, "--task", "-t", help="task name or task .yaml"),
     out_dir: Optional[str] = typer.Option(None, "--out", "-o", help="loop directory (iter_k/ folders inside)"),
     model: Optional[str] = typer.Option(None, "--model", "-m", help="starting model [smollm2-135m]"),
-    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="reflection learning setting I, II, III, IV, or control [I]"),
+    setting: Optional[str] = typer.Option(None, "--setting", "-s", help="reflection learning setting I, II, III, IV, V, or control [I]"),
     iterations: Optional[int] = typer.Option(None, help="most iterations [2]"),
     patience: Optional[int] = typer.Option(None, help="stop after N iterations without improvement [1]"),
     train_limit: Optional[int] = typer.Option(None, help="train problems per iteration [all]"),

@@ -59,6 +59,22 @@ class SeededSampler:
         return out
 
 
+def end_of_turn_ids(model, tokenizer) -> list[int]:
+    """The token ids that end a reply: the model's eos ids, the tokenizer's, and the end-of-turn token.
+
+    Chat models end a turn with their end-of-turn token, which is not always the eos token. Training that
+    generates (GRPO) stops on the same ids, so its rollouts end where inference replies end.
+    """
+    ids = model.generation_config.eos_token_id
+    ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
+    ids.add(tokenizer.eos_token_id)
+    for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
+        tid = tokenizer.convert_tokens_to_ids(token)
+        if isinstance(tid, int) and tid != tokenizer.unk_token_id:
+            ids.add(tid)
+    return sorted(i for i in ids if i is not None)
+
+
 class HFBackend(Backend):
     batch_invariant = True  # see the module docstring; measured in tests/test_cache.py
 
@@ -93,15 +109,7 @@ class HFBackend(Backend):
         self._eos = self._eos_ids()
 
     def _eos_ids(self) -> list[int]:
-        ids = self.model.generation_config.eos_token_id
-        ids = set(ids if isinstance(ids, list) else [ids] if ids is not None else [])
-        ids.add(self.tokenizer.eos_token_id)
-        # Chat models end a turn with their end-of-turn token, which is not always the eos token.
-        for token in ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>"):
-            tid = self.tokenizer.convert_tokens_to_ids(token)
-            if isinstance(tid, int) and tid != self.tokenizer.unk_token_id:
-                ids.add(tid)
-        return sorted(i for i in ids if i is not None)
+        return end_of_turn_ids(self.model, self.tokenizer)
 
     @property
     def cache_identity(self) -> str:

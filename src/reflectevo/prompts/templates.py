@@ -70,7 +70,7 @@ TEST_TIME_INSTRUCTION = "Find the mistakes in your previous solution and explain
 REFLECT_AND_CORRECT = (
     "{feedback}\n\n"
     "Reflect on your previous solution: find its mistakes and explain how to correct them. "
-    "Then solve the problem again from the start. {answer_format}"
+    "{instruction}Then solve the problem again from the start. {answer_format}"
 )
 
 
@@ -80,10 +80,33 @@ def test_reflection_prompt(trial1_messages: Messages, trial1_response: str, feed
 
 
 def reflect_and_correct_prompt(trial1_messages: Messages, trial1_response: str, feedback: str,
-                               answer_format: str) -> Messages:
-    """One-stage (setting I): one reply holds the reflection and then the corrected solution."""
+                               answer_format: str, instruction: str | None = None) -> Messages:
+    """One-stage (settings I and V): one reply holds the reflection and then the corrected solution.
+
+    Without `instruction` this is the test-time prompt (what `evaluate --mode one-stage` sends and what
+    setting I trains on). Setting V's RL prompts may add a pool instruction as one more sentence before
+    "Then solve...", so its rollouts explore the pool's ways of reflecting; the rest stays identical.
+    """
+    extra = f"{instruction.strip()} " if instruction and instruction.strip() else ""
     return after_trial1(trial1_messages, trial1_response,
-                        REFLECT_AND_CORRECT.format(feedback=feedback_text(feedback), answer_format=answer_format))
+                        REFLECT_AND_CORRECT.format(feedback=feedback_text(feedback), instruction=extra,
+                                                   answer_format=answer_format))
+
+
+# What REFLECT puts around the instruction (after the feedback), to read the instruction back.
+_REFLECT_HEAD, _REFLECT_TAIL = REFLECT.removeprefix("{feedback}").split("{instruction}")
+
+
+def instruction_of(reflection_messages: Messages) -> str | None:
+    """The pool instruction a stored reflection prompt (built by `reflection_prompt`) showed, or None
+    when the prompt was not built by this template (e.g. one imported from the paper's files)."""
+    if not reflection_messages or reflection_messages[-1].get("role") != "user":
+        return None
+    text = reflection_messages[-1].get("content", "")
+    start, end = text.find(_REFLECT_HEAD), text.rfind(_REFLECT_TAIL)
+    if start < 0 or end < start + len(_REFLECT_HEAD):
+        return None
+    return text[start + len(_REFLECT_HEAD):end].strip() or None
 
 
 # Oracle-free evaluation: before reflecting, the model judges its own answer; no gold feedback is shown.

@@ -10,6 +10,9 @@ that TRL consumes as is:
     dpo_preference   Dpref, IV:       both led to a correct trial 2, ordered by a judge (stages/judge.py)
     sft_self_train   the control:     (q) -> the model's own right trial-1 answer, no reflection, as many
                                       rows as sft_one_stage, so a gain can be told apart from reflection's
+    rl_prompts       setting V (RL):  one row per failed trial 1 (x instruction): setting I's prompt and
+                                      the problem its reward judges (records_rl.RLPrompt); no reflection
+                                      needs to have corrected anything, the policy's own rollouts are judged
 
 Reflections are filtered first (empty, length limits, exact/near duplicates within the problem, and,
 where the gold answer may have reached a prompt, stating it), pairs and rows are capped per problem, and
@@ -35,12 +38,15 @@ from reflectevo.config import StageConfig
 from reflectevo.errors import InputError, ReflectEvoError
 from reflectevo.progress import console, progress_bar
 from reflectevo.prompts import reflect_and_correct_prompt, test_reflection_prompt
+from reflectevo.prompts.templates import instruction_of
 from reflectevo.records import EPISODE_SCHEMA, TEST_SPLIT, Episode, Reflection, read_episodes
+from reflectevo.records_rl import RL_PROMPTS, TEST_TIME, RLPrompt, parquet_row
 from reflectevo.runs import RunDir, write_atomic, write_json
 
 SFT_SETS = ("sft_one_stage", "sft_reflect", "sft_correct", "sft_self_train")
 DPO_SETS = ("dpo_contrastive", "dpo_preference")
-DATASETS = SFT_SETS + DPO_SETS
+RL_SETS = (RL_PROMPTS,)
+DATASETS = SFT_SETS + DPO_SETS + RL_SETS
 
 
 class CurateConfig(StageConfig):
@@ -51,7 +57,7 @@ class CurateConfig(StageConfig):
     datasets: list[str] = Field(default_factory=lambda: list(DATASETS))
     dedup: Literal["none", "exact", "near"] = "near"
     near_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word 3-shingles")
-    max_per_problem: int | None = Field(None, ge=1, description="rows (SFT) / pairs (DPO) per problem and set")
+    max_per_problem: int | None = Field(None, ge=1, description="rows (SFT, RL) / pairs (DPO) per problem and set")
     validation: float = Field(0.1, ge=0, lt=1, description="share of problems held out for validation")
     seed: int = 0
     min_chars: int = Field(1, ge=0)
@@ -352,6 +358,27 @@ def preference_candidates(f: Filtered, cfg: CurateConfig) -> list[tuple[Episode,
     return _cap(pairs, cfg.max_per_problem, cfg.seed, f"preference:{f.episode.id}")
 
 
+def rl_prompt_rows(ep: Episode, answer_format: str, cfg: CurateConfig) -> list[dict]:
+    """Setting V's prompts for one failed trial 1: the test-time one-stage prompt (exactly what
+    `evaluate --mode one-stage` sends), then the same prompt with each pool instruction this episode's
+    reflections were generated with (read back from their stored prompts, first use first). The cap
+    keeps the test-time row and draws the rest reproducibly."""
+    t1 = ep.trial1
+    instructions: dict[str, str] = {}
+    for r in ep.reflections:
+        text = instruction_of(r.messages)
+        if text and r.instruction_id not in instructions and r.instruction_id != TEST_TIME:
+            instructions[r.instruction_id] = text
+    variants = [(TEST_TIME, None), *instructions.items()]
+    cap = None if cfg.max_per_problem is None else cfg.max_per_problem - 1
+    variants = variants[:1] + _cap(variants[1:], cap, cfg.seed, f"rl:{ep.id}")
+    return [RLPrompt(prompt=reflect_and_correct_prompt(t1.messages, t1.response, t1.verdict.feedback, answer_format,
+                                                       instruction=text),
+                     task=ep.task, split=ep.split, episode_id=ep.id, instruction_id=iid,
+                     problem=ep.problem()).to_row()
+            for iid, text in variants]
+
+
 def self_train_rows(episodes: list[Episode], sizes: dict[str, int], seed: int) -> dict[str, list[dict]]:
     """The self-training control: right trial-1 answers as (trial-1 prompt -> answer) rows, `sizes` rows
     per split (as many as the reflection set it controls for), whole problems chosen by sha256(seed, id)."""
@@ -389,6 +416,8 @@ def _schema(name: str):
 
     messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
     ids = [("task", pa.string()), ("split", pa.string()), ("episode_id", pa.string())]
+    if name in RL_SETS:  # `problem` as a JSON string: Parquet has no type for free-form meta
+        return pa.schema([("prompt", messages), *ids, ("instruction_id", pa.string()), ("problem", pa.string())])
     if name in SFT_SETS:
         return pa.schema([("prompt", messages), ("completion", messages), *ids,
                           ("reflection_index", pa.int64()), ("instruction_id", pa.string())])
@@ -409,6 +438,8 @@ def write_dataset(folder: Path, name: str, splits: dict[str, list[dict]]) -> Non
     for split, rows in splits.items():
         write_atomic(folder / f"{split}.jsonl",
                      "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
+        if name in RL_SETS:
+            rows = [parquet_row(row) for row in rows]
         buffer = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer)
         write_atomic(folder / f"{split}.parquet", buffer.getvalue())
@@ -463,6 +494,10 @@ def curate_episodes(episodes: list[Episode], cfg: CurateConfig, judge=None,
                 rows[name].extend(new)
         if "dpo_contrastive" in cfg.datasets:
             rows["dpo_contrastive"].extend(contrastive_rows(f, cfg))
+    if RL_PROMPTS in cfg.datasets:  # every failed trial 1, reflected on or not: the policy's rollouts are judged
+        for ep in episodes:
+            if not ep.trial1.verdict.correct:
+                rows[RL_PROMPTS].extend(rl_prompt_rows(ep, info.answer_format(ep), cfg))
     judge_summary = {}
     if "dpo_preference" in cfg.datasets:
         from reflectevo.stages.judge import order_preferences
@@ -479,6 +514,7 @@ def curate_episodes(episodes: list[Episode], cfg: CurateConfig, judge=None,
     dropped = sum((f.dropped for f in filtered), Counter())
     counts = {
         "episodes": len(episodes),
+        "failed": sum(not ep.trial1.verdict.correct for ep in episodes),
         "failed_with_reflections": len(failed),
         "reflections": sum(len(ep.reflections) for ep in failed),
         "reflections_kept": sum(len(f.kept) for f in filtered),

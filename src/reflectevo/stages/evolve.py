@@ -39,6 +39,7 @@ from reflectevo.errors import InputError
 from reflectevo.progress import console
 from reflectevo.records import TEST_SPLIT
 from reflectevo.runs import RunDir, write_json
+from reflectevo.training.config import EVALUATION_MODES, Setting
 
 Metric = Literal["acc_t2_oracle", "acc_t2_free", "acc_t1"]
 STAMP = "step.json"
@@ -50,7 +51,7 @@ class EvolveConfig(StageConfig):
     task: str
     out: str
     model: str = DEFAULT_MODEL
-    setting: Literal["I", "II", "III", "IV", "control"] = "I"
+    setting: Setting = "I"
     iterations: int = Field(2, ge=1)
     patience: int = Field(1, ge=1, description="stop after this many iterations without improvement")
     min_delta: float = Field(0.0, ge=0, description="smallest gain of the metric that counts as improvement")
@@ -128,8 +129,8 @@ def evaluate_config(cfg: EvolveConfig, k: int, models: Models, split: str = "tes
     name, limit, folder = which[split]
     values = {"tasks": [cfg.task], "out": str(iter_dir(cfg, k) / folder), "generator": models.generator,
               "reflector": models.reflector if models.reflector != models.generator else None,
-              # Each setting is evaluated in the format it trains: I (and its control) in one reply.
-              "mode": "one-stage" if cfg.setting in ("I", "control") else "two-stage", "split": name,
+              # Each setting is evaluated in the format it trains: I, V (and the control) in one reply.
+              "mode": EVALUATION_MODES[cfg.setting], "split": name,
               "limit": limit, **_data(cfg), "seed": cfg.seed, "cache": cfg.cache, **cfg.evaluate}
     return build(EvaluateConfig, values, "evolve: evaluate")
 

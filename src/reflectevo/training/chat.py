@@ -48,6 +48,24 @@ def _mismatch(kind: str, where: int, got: list[int], want: list[int], tokenizer)
         f"{tokenizer.decode(got)[-120:]!r}, the backend renders {tokenizer.decode(want)[-120:]!r}")
 
 
+def check_rollout_rendering(trainer, rows: list[dict], tokenizer, end_ids: list[int], sample: int = 8) -> int:
+    """GRPO (setting V): the trainer tokenises prompts itself when it samples, so compare the ids it
+    generates from with the backend's, and check that its rollouts end on the backends' end-of-turn ids
+    (a rollout that ran past them would train on text no inference reply contains)."""
+    checked = min(sample, len(rows))
+    # The trainer's own tokenisation of a batch of prompts (what its generate call is fed).
+    seen, _, _ = trainer._tokenize_prompts([row["prompt"] for row in rows[:checked]])
+    for i in range(checked):
+        want = prompt_ids(tokenizer, rows[i]["prompt"])
+        if list(seen[i]) != want:
+            raise _mismatch("prompt", i, list(seen[i]), want, tokenizer)
+    missing = set(end_ids) - set(trainer.eos_token_ids)
+    if missing:
+        raise ReflectEvoError(f"rollouts would not stop at end-of-turn token(s) {sorted(missing)}, where "
+                              f"inference replies stop")
+    return checked
+
+
 def check_rendering(train_dataset, rows: list[dict], tokenizer, max_length: int, sample: int = 8) -> int:
     """Compare the trainer's tokenised rows with the inference rendering; return rows checked."""
     checked = min(sample, len(rows))

@@ -1,19 +1,21 @@
-"""Reflection-learning settings: which of the paper's four settings, on which data, with which hyper-parameters.
+"""Reflection-learning settings: which of the paper's four settings (and V, online RL), on which data, with
+which hyper-parameters.
 
 Defaults follow the paper where it states them (LoRA r=8, alpha=32; DPO beta=0.01) and TRL's usual
 choices elsewhere. `TrainConfig` is one section (`train:`) of a run YAML file, like every stage config.
+What a setting is lives in three tables here: STAGES (data and trainer), DESCRIPTIONS, EVALUATION_MODES.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
 from reflectevo.backends.models import DEFAULT_MODEL
 from reflectevo.config import StageConfig
 
-Setting = Literal["I", "II", "III", "IV", "control"]
+Setting = Literal["I", "II", "III", "IV", "V", "control"]
 
 #: what each setting trains: (stage name, curated sub-folder, trainer kind), in training order
 STAGES: dict[str, list[tuple[str, str, str]]] = {
@@ -21,6 +23,7 @@ STAGES: dict[str, list[tuple[str, str, str]]] = {
     "II": [("stage1", "sft_reflect", "sft"), ("stage2", "sft_correct", "sft")],
     "III": [("model", "dpo_contrastive", "dpo")],
     "IV": [("model", "dpo_preference", "dpo")],
+    "V": [("model", "rl_prompts", "grpo")],
     "control": [("model", "sft_self_train", "sft")],
 }
 
@@ -30,9 +33,19 @@ DESCRIPTIONS = {
           "stage 2 (question, failed trial 1, reflection) -> corrected answer",
     "III": "DPO on D+-: a reflection that led to a correct trial 2 over one that did not",
     "IV": "DPO on Dpref: the judge-preferred of two reflections that both led to a correct trial 2",
+    "V": "online RL (GRPO) on the trial-2 reward: the policy answers setting I's prompt (question, failed "
+         "trial 1, feedback) with a reflection + corrected answer, rewarded by the task's verifier",
     "control": "the self-training control: SFT on the model's own right trial-1 answers, as many rows as "
                "setting I's, no reflection (a gain of I that this matches is not reflection's)",
 }
+#: how a setting's trained model is evaluated: in the format it trained on (one reply holding reflection and
+#: corrected answer, or a reflection then a separate correction)
+EVALUATION_MODES = {"I": "one-stage", "II": "two-stage", "III": "two-stage", "IV": "two-stage", "V": "one-stage",
+                    "control": "one-stage"}
+#: TrainConfig fields that only setting V (GRPO) reads (model cards of other settings leave them out)
+GRPO_FIELDS = ("num_generations", "max_completion_length", "temperature", "top_p", "kl_beta", "grpo_loss_type",
+               "format_reward", "answer_penalty", "reward_workers", "reward_task", "use_vllm", "vllm_mode",
+               "vllm_server_base_url", "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size", "grpo_args")
 STAGE_ROLES = {"stage1": "the reflector (writes reflections)", "stage2": "the corrector (answers again)"}
 
 
@@ -52,11 +65,37 @@ class TrainConfig(StageConfig):
     # DPO (paper: beta=0.01)
     beta: float = Field(0.01, gt=0)
     loss_type: str = Field("sigmoid", description="TRL DPO loss (sigmoid = the DPO paper's loss)")
+    # GRPO (setting V): rollouts, reward and KL; see docs/training.md
+    num_generations: int = Field(4, ge=2, description="GRPO: completions sampled per prompt (one group)")
+    max_completion_length: int = Field(256, ge=1, description="GRPO: max new tokens per completion")
+    temperature: float = Field(0.8, gt=0, description="GRPO: sampling temperature of the rollouts (paper's "
+                                                      "reflection sampling: 0.8)")
+    top_p: float = Field(1.0, gt=0, le=1, description="GRPO: nucleus sampling of the rollouts")
+    kl_beta: float = Field(0.0, ge=0, description="GRPO: KL coefficient to the starting model (0: no reference "
+                                                  "pass, TRL's default)")
+    grpo_loss_type: str = Field("dapo", description="GRPO: TRL loss_type (dapo, grpo, dr_grpo, bnpo, ...)")
+    format_reward: float = Field(0.0, ge=0, description="GRPO shaped term, off by default: + this when the reply "
+                                                        "ended by itself with a reflection before a readable answer")
+    answer_penalty: float = Field(0.0, ge=0, description="GRPO shaped term, off by default: - this when the "
+                                                         "reflection part already states an answer")
+    reward_workers: int = Field(4, ge=1, description="GRPO: concurrent verifier calls for code tasks (sandbox)")
+    reward_task: str | None = Field(None, description="GRPO: task name or .yaml whose verifier judges every row "
+                                                      "(default: each row's own task)")
+    use_vllm: bool = Field(False, description="GRPO on GPUs: generate rollouts with vLLM (TRL use_vllm)")
+    vllm_mode: Literal["colocate", "server"] = Field("colocate", description="GRPO + vLLM: inside the trainer "
+                                                                             "(TRL's default), or a `trl vllm-serve` "
+                                                                             "server on other GPUs")
+    vllm_server_base_url: str | None = Field(None, description="GRPO + vLLM server: e.g. http://HOST:8000")
+    vllm_gpu_memory_utilization: float = Field(0.3, gt=0, le=1, description="GRPO + vLLM colocate: GPU share")
+    vllm_tensor_parallel_size: int = Field(1, ge=1, description="GRPO + vLLM colocate: tensor-parallel GPUs")
+    grpo_args: dict[str, Any] = Field(default_factory=dict, description="GRPO: any other GRPOConfig keyword "
+                                                                        "(e.g. scale_rewards, num_iterations)")
     # optimisation
     learning_rate: float | None = Field(None, gt=0, description="default: 1e-4 LoRA, 1e-5 full; DPO /10")
     epochs: float = Field(3.0, gt=0)
     max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: run the epochs)")
-    batch_size: int = Field(4, ge=1, description="rows per device per step")
+    batch_size: int = Field(4, ge=1, description="rows per device per step (GRPO: prompts, each sampled "
+                                                 "num_generations times)")
     grad_accum: int = Field(1, ge=1)
     max_length: int = Field(1024, ge=16, description="tokens per row (prompt + completion)")
     warmup_ratio: float = Field(0.0, ge=0, lt=1)

@@ -15,12 +15,23 @@ from typing import Any, Iterator
 
 from reflectevo.errors import InputError
 from reflectevo.records import TEST_SPLIT, read_jsonl
+from reflectevo.records_rl import RL_PROMPTS, RLPrompt
 from reflectevo.training.config import STAGES
 
-#: the columns TRL reads, per trainer kind; provenance columns (task, episode_id, ...) are dropped
-COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected")}
+#: the columns TRL reads, per trainer kind; provenance columns (episode_id, ...) are dropped. GRPO's reward
+#: reads `problem` (JSON-encoded, see records_rl.py) and `task` too.
+COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected"), "grpo": ("prompt", "problem")}
 KIND_NAMES = {"sft": "prompt/completion rows (SFT, settings I-II)",
-              "dpo": "prompt/chosen/rejected pairs (DPO, settings III-IV)"}
+              "dpo": "prompt/chosen/rejected pairs (DPO, settings III-IV)",
+              "grpo": "prompt/problem rows (RL, setting V)"}
+
+
+def _kind_of(row: dict) -> str | None:
+    """Which kind of dataset a row belongs to, by its columns (None: none of them)."""
+    for kind in ("dpo", "sft", "grpo"):  # DPO first: its rows have no completion, SFT's no chosen
+        if all(c in row for c in COLUMNS[kind]):
+            return kind
+    return None
 ROLES = {"system", "user", "assistant"}
 
 
@@ -30,11 +41,12 @@ class StageData:
 
     name: str  # curated sub-folder name, e.g. "sft_one_stage"
     folder: Path
-    kind: str  # "sft" | "dpo"
+    kind: str  # "sft" | "dpo" | "grpo"
     train: list[dict] = field(default_factory=list)
     validation: list[dict] = field(default_factory=list)
     tasks: Counter = field(default_factory=Counter)
     files: dict[str, str] = field(default_factory=dict)  # file -> sha256, for the model card
+    judges: dict[str, Any] = field(default_factory=dict)  # GRPO: row task name -> the Task whose verifier rewards
 
     def datasets(self):
         from datasets import Dataset
@@ -80,18 +92,28 @@ def validate_row(where: str, row: dict, kind: str, setting: str, allow_test_spli
         raise InputError(f"{where}: a row from the {TEST_SPLIT!r} split (episode {row.get('episode_id')}); training "
                          f"on test problems contaminates every evaluation on them. Curate episodes of a train "
                          f"split, or pass --allow-test-split if you know why")
-    other = "dpo" if kind == "sft" else "sft"
     needed = COLUMNS[kind]
-    if all(c in row for c in COLUMNS[other]) and not all(c in row for c in needed):
+    other = _kind_of(row)
+    if other not in (None, kind) and not all(c in row for c in needed):
         raise InputError(f"{where}: this is a dataset of {KIND_NAMES[other]}, but setting {setting} trains on "
                          f"{KIND_NAMES[kind]}; give the curated folder that holds "
                          f"{', '.join(d for _, d, _ in STAGES[setting])}/")
     missing = [c for c in needed if c not in row]
     if missing:
         raise InputError(f"{where}: missing column {missing[0]!r} (setting {setting} needs {', '.join(needed)})")
+    if kind == "grpo":
+        return _rl_row(where, row)
     for column in needed:
         _check_messages(where, column, row[column], assistant_reply=column != "prompt")
     return {c: [{"role": m["role"], "content": m["content"]} for m in row[c]] for c in needed}
+
+
+def _rl_row(where: str, row: dict) -> dict:
+    """TRL's columns of a setting V row: the prompt, the JSON-encoded problem the reward rebuilds, its task."""
+    _check_messages(where, "prompt", row["prompt"], assistant_reply=False)
+    rl = RLPrompt.from_row(where, row)
+    return {"prompt": [{"role": m["role"], "content": m["content"]} for m in rl.prompt],
+            "problem": rl.problem.model_dump_json(), "task": rl.task}
 
 
 def _sha256(path: Path) -> str:
@@ -102,7 +124,25 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def load_stage(folder: Path, kind: str, setting: str, allow_test_split: bool = False) -> StageData:
+def _judge(where: str, name: str, reward_task: str | None, judges: dict[str, Any]) -> None:
+    """Record in `judges` the task that rewards rows of task `name`; a row naming an unknown task fails at
+    its line. With `reward_task` every row name maps to that one task (built once)."""
+    from reflectevo.tasks import get_task
+
+    if name in judges:
+        return
+    if reward_task and judges:
+        judges[name] = next(iter(judges.values()))
+        return
+    try:
+        judges[name] = get_task(reward_task or name)
+    except InputError as exc:
+        hint = "" if reward_task else " (for a task defined in a .yaml file, set reward_task: PATH.yaml)"
+        raise InputError(f"{where}: {exc}{hint}") from exc
+
+
+def load_stage(folder: Path, kind: str, setting: str, allow_test_split: bool = False,
+               reward_task: str | None = None) -> StageData:
     data = StageData(name=folder.name, folder=folder, kind=kind)
     for split in ("train", "validation"):
         found = _rows(folder, split)
@@ -114,6 +154,8 @@ def load_stage(folder: Path, kind: str, setting: str, allow_test_split: bool = F
         target = data.train if split == "train" else data.validation
         for where, row in rows:
             target.append(validate_row(where, row, kind, setting, allow_test_split))
+            if kind == "grpo":
+                _judge(where, target[-1]["task"], reward_task, data.judges)
             if split == "train":
                 data.tasks[str(row.get("task", "unknown"))] += 1
         data.files[str(path)] = _sha256(path)
@@ -126,10 +168,12 @@ def is_dataset_folder(folder: Path) -> bool:
     return (folder / "train.jsonl").is_file() or (folder / "train.parquet").is_file()
 
 
-def load_setting(data_dir: str | Path, setting: str, allow_test_split: bool = False) -> list[tuple[str, StageData]]:
+def load_setting(data_dir: str | Path, setting: str, allow_test_split: bool = False,
+                 reward_task: str | None = None) -> list[tuple[str, StageData]]:
     """(stage name, data) for each model the setting trains, in training order.
 
     `data_dir` is the curated folder; a single-model setting also accepts the dataset sub-folder itself.
+    `reward_task` (setting V): the task that judges every row instead of each row's own.
     """
     root = Path(data_dir).expanduser()
     if root.is_file():
@@ -144,13 +188,15 @@ def load_setting(data_dir: str | Path, setting: str, allow_test_split: bool = Fa
             raise InputError(f"{root} is one dataset, but setting {setting} trains two models: give the curated "
                              f"folder that holds {' and '.join(d + '/' for _, d, _ in stages)}")
         stage, _, kind = stages[0]
-        return [(stage, load_stage(root, kind, setting, allow_test_split))]
+        return [(stage, load_stage(root, kind, setting, allow_test_split, reward_task))]
     loaded = []
     for stage, dataset, kind in stages:
         folder = root / dataset
         if not folder.is_dir():
             present = sorted(p.name for p in root.iterdir() if p.is_dir() and is_dataset_folder(p))
+            how = "; `reflectevo curate RUN_DIR` writes it from the run's failed trial 1s" \
+                if dataset == RL_PROMPTS else ""
             raise InputError(f"{root} has no {dataset}/ (setting {setting} trains on it); "
-                             f"datasets found: {', '.join(present) or 'none'}")
-        loaded.append((stage, load_stage(folder, kind, setting, allow_test_split)))
+                             f"datasets found: {', '.join(present) or 'none'}{how}")
+        loaded.append((stage, load_stage(folder, kind, setting, allow_test_split, reward_task)))
     return loaded

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from reflectevo.runs import write_atomic
-from reflectevo.training.config import DESCRIPTIONS, STAGE_ROLES, TrainConfig
+from reflectevo.training.config import DESCRIPTIONS, GRPO_FIELDS, STAGE_ROLES, TrainConfig
 from reflectevo.training.data import StageData
 
 
@@ -77,7 +77,7 @@ def merge_adapter(adapter: Path, target: Path, tokenizer) -> Path:
 def model_card(cfg: TrainConfig, stage: str, data: StageData, metrics: dict, dropped: int) -> str:
     """README.md: what was trained on what, how, and how well (HF model-card front matter included)."""
     front = {"library_name": "transformers" if cfg.full else "peft", "base_model": cfg.model,
-             "tags": ["reflectevo", "trl", "sft" if data.kind == "sft" else "dpo", cfg.method]}
+             "tags": ["reflectevo", "trl", data.kind, cfg.method]}
     role = STAGE_ROLES.get(stage)
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# ReflectEvo setting {cfg.setting}{f' {stage}' if role else ''} ({cfg.method})", "",
@@ -94,12 +94,20 @@ def model_card(cfg: TrainConfig, stage: str, data: StageData, metrics: dict, dro
     shown = cfg.model_dump(exclude={"data", "out", "resume"})
     if cfg.full:
         shown = {k: v for k, v in shown.items() if not k.startswith("lora_")}
-    if data.kind == "sft":
+    if data.kind != "dpo":
         shown = {k: v for k, v in shown.items() if k not in ("beta", "loss_type")}
+    if data.kind != "grpo":  # setting V's options mean nothing to SFT and DPO
+        shown = {k: v for k, v in shown.items() if k not in GRPO_FIELDS}
+    elif not cfg.use_vllm:
+        shown = {k: v for k, v in shown.items() if not k.startswith("vllm_")}
     shown["learning_rate"] = cfg.lr(data.kind)
     lines += [f"| {k} | {v} |" for k, v in shown.items()]
     lines += ["", "## Final metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {k} | {v:.4g} |" if isinstance(v, float) else f"| {k} | {v} |" for k, v in metrics.items()]
+    if data.kind == "grpo":
+        lines += ["", "Rewards per step are in `metrics.jsonl` (`reward`, `reward_std`, `rewards/correct/mean`, ...) "
+                      "and `rewards.png`. Evaluate in one-stage mode (one reply: reflection + corrected answer):",
+                  "`reflectevo evaluate --mode one-stage --generator <this folder> ...`."]
     lines += ["", "## Use", "", "```bash",
               "reflectevo generate --model <this folder> ...   # as generator (or --reflector)", "```", "",
               "Trained with reflectevo on TRL + PEFT; the loss curve is `loss.png`, "

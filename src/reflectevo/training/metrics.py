@@ -1,4 +1,4 @@
-"""Training logs a person can read: metrics.jsonl (every Trainer log), a progress bar, a loss-curve PNG."""
+"""Training logs a person can read: metrics.jsonl (every Trainer log), a progress bar, loss and reward PNGs."""
 
 from __future__ import annotations
 
@@ -92,6 +92,40 @@ def plot_losses(stage_dir: Path, title: str) -> Path | None:
                        title="DPO reward margins")
     fig.tight_layout()
     out = Path(stage_dir) / "loss.png"
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return out
+
+
+def plot_rewards(stage_dir: Path, title: str) -> Path | None:
+    """rewards.png (setting V): the reward per step, mean +- std over that step's rollouts, and each
+    reward term's mean (the verifier's `correct`, and the shaped terms, logged even at weight 0)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    metrics = [m for m in read_metrics(stage_dir) if "reward" in m and m.get("reward") is not None]
+    if not metrics:
+        return None
+    steps = [m["step"] for m in metrics]
+    mean = [m["reward"] for m in metrics]
+    std = [m.get("reward_std") or 0.0 for m in metrics]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(steps, mean, marker=".", color="tab:blue", label="reward (weighted total)")
+    ax.fill_between(steps, [a - b for a, b in zip(mean, std)], [a + b for a, b in zip(mean, std)],
+                    color="tab:blue", alpha=0.15, label="+- std over the step's rollouts")
+    terms = sorted({k for m in metrics for k in m if k.startswith("rewards/") and k.endswith("/mean")})
+    for key in terms:
+        points = [(m["step"], m[key]) for m in metrics if m.get(key) is not None]
+        ax.plot(*zip(*points), linestyle="--", linewidth=1, label=key.removeprefix("rewards/").removesuffix("/mean"))
+    evals = [(m["step"], m["eval_reward"]) for m in read_metrics(stage_dir) if m.get("eval_reward") is not None]
+    if evals:
+        ax.plot(*zip(*evals), marker="o", linestyle="none", color="tab:red", label="eval reward")
+    ax.set(xlabel="optimiser step", ylabel="reward", title=f"{title}: rewards")
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    out = Path(stage_dir) / "rewards.png"
     fig.savefig(out, dpi=100)
     plt.close(fig)
     return out

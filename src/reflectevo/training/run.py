@@ -4,8 +4,9 @@ Layout of OUT (setting II has one such folder per stage, OUT/stage1 and OUT/stag
     adapter/          LoRA adapter (adapter_config.json names a base that `models.resolve` finds)
     model/            full HF model folder (LoRA merged in): load it with any backend by path
     checkpoints/      Trainer checkpoints (resume with --resume) and trainer_state.json
-    metrics.jsonl     every logged value: loss, eval_loss, DPO rewards/margins and accuracies, ...
+    metrics.jsonl     every logged value: loss, eval_loss, DPO rewards/margins and accuracies, GRPO reward, ...
     loss.png          the loss curve (and DPO reward margins)
+    rewards.png       setting V: reward per step (mean +- std over the step's rollouts, and per reward term)
     final_metrics.json, README.md (the model card)
 """
 
@@ -16,6 +17,7 @@ import shutil
 from contextlib import nullcontext
 from pathlib import Path
 
+from reflectevo.backends.hf import end_of_turn_ids
 from reflectevo.errors import InputError
 from reflectevo.progress import console
 from reflectevo.runs import RunDir, write_json
@@ -24,7 +26,7 @@ from reflectevo.training.common import base_name, is_main_process, load_model, l
 from reflectevo.training.config import TrainConfig
 from reflectevo.training.data import StageData, load_setting
 from reflectevo.training.export import merge_adapter, model_card, save_adapter, save_full, write_card
-from reflectevo.training.metrics import MetricsLog, plot_losses
+from reflectevo.training.metrics import MetricsLog, plot_losses, plot_rewards
 
 FINAL = "final_metrics.json"  # written last: its presence means the stage finished
 OUTPUTS = ("checkpoints", "adapter", "model", FINAL)
@@ -41,7 +43,7 @@ def _quiet_library_bars() -> None:
 
 def plan(cfg: TrainConfig) -> list[tuple[str, StageData, Path]]:
     """(stage, data, folder) per model to train; every input check happens here, before a model loads."""
-    stages = load_setting(cfg.data, cfg.setting, cfg.allow_test_split)
+    stages = load_setting(cfg.data, cfg.setting, cfg.allow_test_split, cfg.reward_task)
     resolve_base(cfg)
     out = Path(cfg.out).expanduser()
     folders = [(stage, data, out / stage if len(stages) > 1 else out) for stage, data in stages]
@@ -76,28 +78,41 @@ def last_complete_checkpoint(checkpoints: Path) -> str | None:
     return None
 
 
+def prompt_budget(cfg: TrainConfig, kind: str) -> int:
+    """The length `chat.fits` measures prompts against (it keeps 8 tokens for the reply). GRPO keeps room
+    for a whole completion instead: prompts of at most max_length - max_completion_length tokens."""
+    return cfg.max_length - cfg.max_completion_length + 8 if kind == "grpo" else cfg.max_length
+
+
 def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> dict:
     from datasets import Dataset
-    from reflectevo.training import dpo, sft
+    from reflectevo.training import dpo, grpo, sft
 
     ref = resolve_base(cfg)
     tokenizer = load_tokenizer(ref)
-    train_rows, dropped = chat.fits(tokenizer, data.train, cfg.max_length)
-    eval_rows, _ = chat.fits(tokenizer, data.validation, cfg.max_length)
+    budget = prompt_budget(cfg, data.kind)
+    train_rows, dropped = chat.fits(tokenizer, data.train, budget)
+    eval_rows, _ = chat.fits(tokenizer, data.validation, budget)
+    limit = f"max_length={cfg.max_length} tokens" + (
+        f" less max_completion_length={cfg.max_completion_length}" if data.kind == "grpo" else "")
     if not train_rows:
-        raise InputError(f"{data.folder}: every prompt is longer than max_length={cfg.max_length} tokens; "
-                         f"raise --max-length")
+        raise InputError(f"{data.folder}: every prompt is longer than {limit}; raise --max-length")
     if dropped:
         console.print(f"[yellow]{data.name}: {dropped} of {len(data.train)} rows dropped: prompt longer than "
-                      f"max_length={cfg.max_length} tokens[/yellow]")
+                      f"{limit}[/yellow]")
     (folder / FINAL).unlink(missing_ok=True)  # from a shorter earlier run: this one is not finished yet
     model = load_model(ref)
-    build = sft.build_trainer if data.kind == "sft" else dpo.build_trainer
-    trainer = build(cfg, model, tokenizer, Dataset.from_list(train_rows),
-                    Dataset.from_list(eval_rows) if eval_rows else None, folder,
-                    [MetricsLog(folder, f"setting {cfg.setting} {data.kind.upper()}"
-                                        f"{' ' + stage if stage != 'model' else ''}")])
-    chat.check_rendering(trainer.train_dataset, train_rows, tokenizer, cfg.max_length)
+    callbacks = [MetricsLog(folder, f"setting {cfg.setting} {data.kind.upper()}"
+                                    f"{' ' + stage if stage != 'model' else ''}")]
+    train_set, eval_set = Dataset.from_list(train_rows), Dataset.from_list(eval_rows) if eval_rows else None
+    if data.kind == "grpo":
+        trainer = grpo.build_trainer(cfg, model, tokenizer, train_set, eval_set, folder, callbacks,
+                                     tasks=data.judges)
+        chat.check_rollout_rendering(trainer, train_rows, tokenizer, end_of_turn_ids(model, tokenizer))
+    else:
+        build = sft.build_trainer if data.kind == "sft" else dpo.build_trainer
+        trainer = build(cfg, model, tokenizer, train_set, eval_set, folder, callbacks)
+        chat.check_rendering(trainer.train_dataset, train_rows, tokenizer, cfg.max_length)
 
     checkpoints = folder / "checkpoints"
     last = last_complete_checkpoint(checkpoints) if cfg.resume else None
@@ -110,9 +125,12 @@ def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> 
              "last_loss": _last_logged(history, "loss")}
     if data.kind == "dpo":
         final.update({k: _last_logged(history, k) for k in ("rewards/margins", "rewards/accuracies")})
+    if data.kind == "grpo":
+        final.update(grpo_summary(history))
     if eval_rows:
         final.update({k: v for k, v in trainer.evaluate().items()
-                      if k in ("eval_loss", "eval_rewards/margins", "eval_rewards/accuracies")})
+                      if k in ("eval_loss", "eval_rewards/margins", "eval_rewards/accuracies", "eval_reward",
+                               "eval_reward_std", "eval_rewards/correct/mean")})
         final["eval_rows"] = len(eval_rows)
 
     if cfg.full:
@@ -124,9 +142,21 @@ def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> 
             del trainer, model  # free the training copy before loading the one to merge
             merge_adapter(folder / "adapter", folder / "model", tokenizer)
         write_card(model_card(cfg, stage, data, final, dropped), folder, folder / "adapter", folder / "model")
-        plot_losses(folder, f"setting {cfg.setting}{' ' + stage if stage != 'model' else ''} ({cfg.method})")
+        title = f"setting {cfg.setting}{' ' + stage if stage != 'model' else ''} ({cfg.method})"
+        plot_losses(folder, title)
+        if data.kind == "grpo":
+            plot_rewards(folder, title)
         write_json(folder / FINAL, final)
     return final
+
+
+def grpo_summary(history: list[dict]) -> dict:
+    """Setting V's reward at the start and the end of the run (means over up to 5 logged steps each)."""
+    correct = [entry["rewards/correct/mean"] for entry in history if "rewards/correct/mean" in entry]
+    mean = lambda values: sum(values) / len(values) if values else None  # noqa: E731
+    head = correct[:min(5, max(1, len(correct) // 2))]
+    return {"reward": _last_logged(history, "reward"), "reward_std": _last_logged(history, "reward_std"),
+            "correct_first_steps": mean(head), "correct_last_steps": mean(correct[-len(head):])}
 
 
 def finished(cfg: TrainConfig, folder: Path) -> dict | None:
