@@ -177,6 +177,21 @@ def test_dedup_exact_and_near():
     assert none["reflections_kept"] == 4
 
 
+def test_filters_are_a_named_ordered_list():
+    """`filters` chooses and orders them; the first that drops a reflection names the reason."""
+    ep = episode(reflections=[(GOOD, True, "a"), (GOOD, True, "b"), ("", True, "c")])
+    _, default = curate_episodes([ep], cfg())
+    assert default["reflections_dropped"] == {"duplicate": 1, "too_short": 1}
+    _, no_dedup = curate_episodes([ep], cfg(filters=["too_short"]))
+    assert no_dedup["reflections_dropped"] == {"too_short": 1} and no_dedup["reflections_kept"] == 2
+    # an empty reflection is an exact duplicate of nothing kept, so the order only shows with a kept copy
+    _, reordered = curate_episodes([ep], cfg(filters=["near_duplicate", "duplicate", "too_short"]))
+    assert reordered["reflections_dropped"] == {"near_duplicate": 1, "too_short": 1}
+    with pytest.raises(InputError, match=r"setting 'filters': unknown curation filter 'dedupe'; known curation "
+                                         r"filters: duplicate, near_duplicate, no_trial2"):
+        curate_episodes([ep], cfg(filters=["dedupe"]))
+
+
 def test_dedup_keeps_the_copy_that_corrected_the_answer():
     ep = episode(reflections=[(GOOD, False, "a"), (GOOD, True, "b")])
     sets, _ = curate_episodes([ep], cfg(validation=0))

@@ -194,10 +194,9 @@ def test_setting_V_is_evaluated_like_setting_I_and_needs_rl_prompts(tmp_path):
     an iteration whose curation left rl_prompts empty has nothing to learn (before any model loads)."""
     from reflectevo.stages.evolve import (Models, NothingToLearn, curate_config, evaluate_config, generate_config,
                                           run_iteration)
-    from reflectevo.training import STAGES
-    from reflectevo.training.config import EVALUATION_MODES
+    from reflectevo.training import SETTINGS
 
-    assert set(EVALUATION_MODES) == set(STAGES)
+    assert SETTINGS.get("V").obj.evaluation == "one-stage" and SETTINGS.get("III").obj.evaluation == "two-stage"
     cfg = config(tmp_path, setting="V", iterations=1)
     steps = plan(cfg)
     trained = next(s for s in steps if s["stage"] == "validate" and s["iteration"] == 1)["models"]

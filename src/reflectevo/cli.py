@@ -99,9 +99,34 @@ def tasks():
 
 @app.command()
 @user_errors
+def settings():
+    """List the training settings (what each trains on, and how its models are evaluated)."""
+    from reflectevo.training import SETTINGS
+
+    table = Table("setting", "description", "trains", "evaluated")
+    for entry in SETTINGS:
+        trains = ", ".join(f"{s.dataset} ({s.trainer.upper()})" for s in entry.obj.stages)
+        table.add_row(entry.name, entry.description, trains, entry.obj.evaluation)
+    out.print(table)
+
+
+@app.command()
+@user_errors
+def filters():
+    """List the curation filters (the reasons curation drops a reflection), in their default order."""
+    from reflectevo.stages.curate import DEFAULT_FILTERS, FILTERS
+
+    table = Table("filter", "drops a reflection when")
+    for name in [*DEFAULT_FILTERS, *(n for n in FILTERS.names() if n not in DEFAULT_FILTERS)]:
+        table.add_row(name, FILTERS.get(name).description)
+    out.print(table)
+
+
+@app.command()
+@user_errors
 def models():
     """List model presets (installed or how to install them, size, licence) and backend engines."""
-    from reflectevo.backends import ENGINE_DESCRIPTIONS, _load_optional_engines
+    from reflectevo.backends import ENGINES
     from reflectevo.backends.models import PRESETS, preset_status
 
     # Plain lines, not a table: the pip command and the licence must stay whole (copyable) at any width.
@@ -112,9 +137,8 @@ def models():
         size = f"size: {state.size}; " if state.size else ""
         out.print(f"  {size}{state.status}", soft_wrap=True, highlight=False, markup=False)
         out.print(f"  licence: {preset.licence}", soft_wrap=True, highlight=False, markup=False)
-    _load_optional_engines()
     engines = Table("engine", "description")
-    for name, description in ENGINE_DESCRIPTIONS.items():
+    for name, description in ENGINES.describe().items():
         engines.add_row(name, description)
     out.print(engines)
     out.print("Any HF model folder, PEFT adapter folder or .gguf file path also works as --model.")

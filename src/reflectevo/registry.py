@@ -38,8 +38,10 @@ class Entry(Generic[T]):
 class Registry(Generic[T]):
     """Members of one kind, by name. `package`: where the built-ins live; `group`: the entry-point group."""
 
-    def __init__(self, kind: str, package: str, group: str):
-        self.kind, self.package, self.group = kind, package, group
+    def __init__(self, kind: str, package: str, group: str, modules: tuple[str, ...] | None = None):
+        # `modules`: the built-in modules to import, where importing the whole package would be costly
+        # (engines: the hf module imports torch)
+        self.kind, self.package, self.group, self.modules = kind, package, group, modules
         self._entries: dict[str, Entry[T]] = {}
         self._loaded = False
 
@@ -60,16 +62,19 @@ class Registry(Generic[T]):
         if self._loaded:
             return
         self._loaded = True
-        package = importlib.import_module(self.package)
-        for module in pkgutil.iter_modules(package.__path__, self.package + "."):
-            if not module.name.rsplit(".", 1)[-1].startswith("_"):
-                importlib.import_module(module.name)
+        for name in self.modules if self.modules is not None else self._package_modules():
+            importlib.import_module(name)
         for point in entry_points(group=self.group):
             try:
                 point.load()
             except Exception as exc:  # noqa: BLE001 - a broken plugin is named, not a traceback
                 raise ReflectEvoError(f"plugin {point.name!r} ({point.value}, entry point group {self.group}) "
                                       f"failed to load: {type(exc).__name__}: {exc}") from exc
+
+    def _package_modules(self) -> list[str]:
+        package = importlib.import_module(self.package)
+        return [m.name for m in pkgutil.iter_modules(package.__path__, self.package + ".")
+                if not m.name.rsplit(".", 1)[-1].startswith("_")]
 
     def unknown(self, name: str, also: str = "") -> InputError:
         known = ", ".join(sorted(self._entries))

@@ -9,9 +9,19 @@ from typing import Callable
 
 from reflectevo.backends.base import Backend, Completion, SamplingParams
 from reflectevo.backends.models import DEFAULT_MODEL, ModelRef, list_models, resolve
-from reflectevo.errors import BackendError, InputError
+from reflectevo.errors import BackendError
+from reflectevo.registry import Registry
 
 
+#: engines by name: factory(model, **options) -> Backend. `local=True`: the engine loads the model here (a
+#: model reference is resolved before it loads); the others name a model a server knows. Engine modules
+#: import their extra (openvino_genai, vllm, ...) only when a backend is built, so listing them is cheap.
+ENGINES: Registry[Callable[..., Backend]] = Registry(
+    "engine", "reflectevo.backends", "reflectevo.engines",
+    modules=tuple(f"reflectevo.backends.{m}" for m in ("llamacpp", "openai", "vllm", "openvino")))
+
+
+@ENGINES.register("hf", "Hugging Face transformers, batched (CPU or GPU)", local=True)
 def _hf(model: str, **options) -> Backend:
     ref = resolve(model)  # a missing model fails here, before torch is imported
     from reflectevo.backends.hf import HFBackend
@@ -19,18 +29,9 @@ def _hf(model: str, **options) -> Backend:
     return HFBackend(ref, **options)
 
 
-#: engine name -> factory(model, **options). Other engines register themselves here.
-ENGINES: dict[str, Callable[..., Backend]] = {"hf": _hf}
-ENGINE_DESCRIPTIONS: dict[str, str] = {"hf": "Hugging Face transformers, batched (CPU or GPU)"}
-
-
-def register_engine(name: str, description: str):
-    def wrap(factory):
-        ENGINES[name] = factory
-        ENGINE_DESCRIPTIONS[name] = description
-        return factory
-
-    return wrap
+def is_local(engine: str) -> bool:
+    """Whether `engine` ("auto" included) loads models on this machine."""
+    return engine == "auto" or ENGINES.get(engine).info.get("local", False)
 
 
 def default_engine(model: str) -> str:
@@ -49,34 +50,19 @@ def default_engine(model: str) -> str:
 def load_backend(model: str = DEFAULT_MODEL, engine: str = "auto", **options) -> Backend:
     """`engine="auto"`: default_engine(); where that engine cannot take the model (an export it does not
     support), hf, saying so. Options left as None take the engine's own defaults."""
-    _load_optional_engines()
     options = {key: value for key, value in options.items() if value is not None}
     name = default_engine(model) if engine == "auto" else engine
-    if name not in ENGINES:
-        raise InputError(f"unknown engine {name!r}; engines: {', '.join(sorted(ENGINES))}")
+    factory = ENGINES.get(name).obj
     if engine == "auto" and name != "hf":
         try:
-            return ENGINES[name](model, **options)
+            return factory(model, **options)
         except BackendError as exc:
             from reflectevo.progress import console
 
             console.print(f"[yellow]engine {name!r} cannot run {model!r} ({exc}); using 'hf'[/yellow]")
-            name = "hf"
-    return ENGINES[name](model, **options)
-
-
-def _load_optional_engines() -> None:
-    """Engines whose modules import heavy extras only when used register on import here."""
-    import importlib
-
-    for module in ("reflectevo.backends.llamacpp", "reflectevo.backends.openai", "reflectevo.backends.vllm",
-                   "reflectevo.backends.openvino"):
-        try:
-            importlib.import_module(module)
-        except ModuleNotFoundError as exc:
-            if exc.name != module:  # the module exists but its own import failed: a real bug
-                raise
+            factory = ENGINES.get("hf").obj
+    return factory(model, **options)
 
 
 __all__ = ["Backend", "Completion", "DEFAULT_MODEL", "ModelRef", "SamplingParams", "list_models",
-           "load_backend", "register_engine", "resolve"]
+           "load_backend", "is_local", "resolve", "ENGINES"]

@@ -23,14 +23,14 @@ import queue
 from concurrent.futures import ThreadPoolExecutor
 from typing import Sequence
 
-from reflectevo.backends import register_engine
+from reflectevo.backends import ENGINES
 from reflectevo.backends.base import Backend, Completion, Params, SamplingParams, per_prompt
 from reflectevo.backends.models import ModelRef, fingerprint, resolve
 from reflectevo.errors import BackendError
 from reflectevo.records import Messages
 
 
-@register_engine("llamacpp", "llama.cpp via llama-cpp-python: GGUF models on CPU (extra: llamacpp)")
+@ENGINES.register("llamacpp", "llama.cpp via llama-cpp-python: GGUF models on CPU (extra: llamacpp)", local=True)
 def _factory(model: str, **options) -> Backend:
     return LlamaCppBackend(resolve(model), **options)
 

@@ -24,7 +24,7 @@ import random
 import threading
 from typing import Sequence
 
-from reflectevo.backends import register_engine
+from reflectevo.backends import ENGINES
 from reflectevo.backends.base import Backend, Completion, Params, SamplingParams, per_prompt
 from reflectevo.errors import BackendError, InputError
 from reflectevo.records import Messages
@@ -32,7 +32,8 @@ from reflectevo.records import Messages
 RETRY_STATUS = {408, 409, 425, 429, 500, 502, 503, 504}
 
 
-@register_engine("openai", "OpenAI-compatible HTTP servers (vLLM, SGLang, llama.cpp), several base URLs (extra: openai)")
+@ENGINES.register("openai",
+                  "OpenAI-compatible HTTP servers (vLLM, SGLang, llama.cpp), several base URLs (extra: openai)")
 def _factory(model: str, **options) -> Backend:
     return OpenAIBackend(model, **options)
 

@@ -16,7 +16,7 @@ import os
 from dataclasses import replace
 from typing import Sequence
 
-from reflectevo.backends import register_engine
+from reflectevo.backends import ENGINES
 from reflectevo.backends.base import Backend, Completion, Params, SamplingParams, per_prompt
 from reflectevo.backends.models import ModelRef, fingerprint, hf_folder, resolve
 from reflectevo.errors import BackendError
@@ -26,7 +26,8 @@ from reflectevo.records import Messages
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 
 
-@register_engine("openvino", "OpenVINO GenAI continuous batching on CPU, IR exported once (extra: openvino)")
+@ENGINES.register("openvino",
+                  "OpenVINO GenAI continuous batching on CPU, IR exported once (extra: openvino)", local=True)
 def _factory(model: str, **options) -> Backend:
     return OpenVINOBackend(resolve(model), **options)
 

@@ -16,14 +16,16 @@ from __future__ import annotations
 import os
 from typing import Sequence
 
-from reflectevo.backends import register_engine
+from reflectevo.backends import ENGINES
 from reflectevo.backends.base import Backend, Completion, Params, SamplingParams, per_prompt
 from reflectevo.backends.models import ModelRef, fingerprint, hf_folder, resolve
 from reflectevo.errors import BackendError
 from reflectevo.records import Messages
 
 
-@register_engine("vllm", "vLLM offline on GPUs: prefix caching, tensor parallelism (extra: vllm)")
+@ENGINES.register("vllm",
+                  "vLLM offline, GPU build or its CPU build: prefix caching, tensor parallelism, LoRA "
+                  "(own environment; docs/backends.md)", local=True)
 def _factory(model: str, **options) -> Backend:
     return VLLMBackend(resolve(model), **options)
 

@@ -41,12 +41,14 @@ from reflectevo.prompts import reflect_and_correct_prompt, test_reflection_promp
 from reflectevo.prompts.templates import instruction_of
 from reflectevo.records import EPISODE_SCHEMA, TEST_SPLIT, Episode, Reflection, read_episodes
 from reflectevo.records_rl import RL_PROMPTS, TEST_TIME, RLPrompt, parquet_row
+from reflectevo.registry import Registry
 from reflectevo.runs import RunDir, write_atomic, write_json
 
 SFT_SETS = ("sft_one_stage", "sft_reflect", "sft_correct", "sft_self_train")
 DPO_SETS = ("dpo_contrastive", "dpo_preference")
 RL_SETS = (RL_PROMPTS,)
 DATASETS = SFT_SETS + DPO_SETS + RL_SETS
+DEFAULT_FILTERS = ("no_trial2", "too_short", "too_long", "states_answer", "duplicate", "near_duplicate")
 
 
 class CurateConfig(StageConfig):
@@ -55,6 +57,8 @@ class CurateConfig(StageConfig):
     source: str = Field(description="run directory, episodes .jsonl, or a paper-layout file")
     out: str | None = Field(None, description="curated directory (default: RUN_DIR/curated)")
     datasets: list[str] = Field(default_factory=lambda: list(DATASETS))
+    filters: list[str] = Field(default_factory=lambda: list(DEFAULT_FILTERS),
+                               description="reflection filters in order (`reflectevo filters` lists them)")
     dedup: Literal["none", "exact", "near"] = "near"
     near_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word 3-shingles")
     max_per_problem: int | None = Field(None, ge=1, description="rows (SFT, RL) / pairs (DPO) per problem and set")
@@ -244,37 +248,74 @@ class Filtered:
         return [r for r in self.kept if not r.trial2.verdict.correct]
 
 
+@dataclass
+class FilterContext:
+    """What a filter sees of the episode under curation; `seen_*` hold the reflections kept so far."""
+
+    episode: Episode
+    cfg: CurateConfig
+    info: TaskInfo
+    count_tokens: Callable[[str], int] | None = None
+    drop_stating: bool = False
+    seen_exact: set[str] = field(default_factory=set)
+    seen_shingles: list[set] = field(default_factory=list)
+
+
+#: reflection filters by name: filter(reflection, stripped text, context) -> True to drop it. A filter's
+#: name is the reason counted in curation.json's `reflections_dropped`; `CurateConfig.filters` orders them (the first
+#: that drops a reflection names the reason). Plugins add filters through the `reflectevo.filters` group.
+FILTERS: Registry[Callable[[Reflection, str, FilterContext], bool]] = Registry(
+    "curation filter", "reflectevo.stages", "reflectevo.filters", modules=())
+
+
+@FILTERS.register("no_trial2", "the reflection has no trial 2 (nothing tells whether it helped)")
+def no_trial2(r: Reflection, text: str, ctx: FilterContext) -> bool:
+    return r.trial2 is None
+
+
+@FILTERS.register("too_short", "shorter than min_chars (at least 1: an empty reflection)")
+def too_short(r: Reflection, text: str, ctx: FilterContext) -> bool:
+    return len(text) < max(ctx.cfg.min_chars, 1)
+
+
+@FILTERS.register("too_long", "longer than max_chars, or than max_tokens of `tokenizer`")
+def too_long(r: Reflection, text: str, ctx: FilterContext) -> bool:
+    if ctx.cfg.max_chars and len(text) > ctx.cfg.max_chars:
+        return True
+    return bool(ctx.cfg.max_tokens and ctx.count_tokens and ctx.count_tokens(text) > ctx.cfg.max_tokens)
+
+
+@FILTERS.register("states_answer", "states the gold answer (when drop_answer_leaks is on)")
+def states_answer(r: Reflection, text: str, ctx: FilterContext) -> bool:
+    return ctx.drop_stating and ctx.info.states_answer(ctx.episode, text)
+
+
+@FILTERS.register("duplicate", "the same words as a reflection kept for this problem (dedup exact or near)")
+def duplicate(r: Reflection, text: str, ctx: FilterContext) -> bool:
+    return ctx.cfg.dedup != "none" and normalise(text) in ctx.seen_exact
+
+
+@FILTERS.register("near_duplicate", "word 3-shingle Jaccard >= near_threshold with a kept one (dedup near)")
+def near_duplicate(r: Reflection, text: str, ctx: FilterContext) -> bool:
+    return ctx.cfg.dedup == "near" and any(jaccard(shingles(text), s) >= ctx.cfg.near_threshold
+                                           for s in ctx.seen_shingles)
+
+
 def filter_reflections(ep: Episode, cfg: CurateConfig, info: TaskInfo,
                        count_tokens: Callable[[str], int] | None = None, drop_stating: bool = False) -> Filtered:
     result = Filtered(ep, [])
+    ctx = FilterContext(ep, cfg, info, count_tokens, drop_stating)
+    filters = [(name, FILTERS.get(name).obj) for name in cfg.filters]
     # Positives first, so a duplicate of a reflection that corrected the answer never replaces it.
     ordered = sorted(ep.reflections, key=lambda r: (not (r.trial2 and r.trial2.verdict.correct), r.index))
-    seen_exact: set[str] = set()
-    seen_shingles: list[set] = []
     for r in ordered:
         text = r.text.strip()
-        if r.trial2 is None:
-            reason = "no_trial2"
-        elif len(text) < max(cfg.min_chars, 1):
-            reason = "too_short"
-        elif cfg.max_chars and len(text) > cfg.max_chars:
-            reason = "too_long"
-        elif cfg.max_tokens and count_tokens and count_tokens(text) > cfg.max_tokens:
-            reason = "too_long"
-        elif drop_stating and info.states_answer(ep, text):
-            reason = "states_answer"
-        elif cfg.dedup != "none" and normalise(text) in seen_exact:
-            reason = "duplicate"
-        elif cfg.dedup == "near" and any(jaccard(shingles(text), s) >= cfg.near_threshold
-                                         for s in seen_shingles):
-            reason = "near_duplicate"
-        else:
-            reason = None
+        reason = next((name for name, drops in filters if drops(r, text, ctx)), None)
         if reason:
             result.dropped[reason] += 1
             continue
-        seen_exact.add(normalise(text))
-        seen_shingles.append(shingles(text))
+        ctx.seen_exact.add(normalise(text))
+        ctx.seen_shingles.append(shingles(text))
         result.kept.append(r)
         if not drop_stating and info.states_answer(ep, text):
             result.stating.append(r)
@@ -475,6 +516,9 @@ def curate_episodes(episodes: list[Episode], cfg: CurateConfig, judge=None,
     if unknown:
         raise InputError(f"setting 'datasets': unknown dataset(s) {', '.join(unknown)}; "
                          f"known: {', '.join(DATASETS)}")
+    for name in cfg.filters:
+        if name not in FILTERS:
+            raise InputError(f"setting 'filters': {FILTERS.unknown(name)}")
     info = TaskInfo()
     count_tokens = token_counter(cfg.tokenizer) if cfg.max_tokens else None
     if cfg.max_tokens and not cfg.tokenizer:

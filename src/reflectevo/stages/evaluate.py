@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from reflectevo.backends import Backend, Completion, SamplingParams, load_backend, resolve
+from reflectevo.backends import Backend, Completion, SamplingParams, is_local, load_backend, resolve
 from reflectevo.backends.cache import GenerationCache, Generator
 from reflectevo.config import EvaluateConfig
 from reflectevo.errors import BackendError, InputError, ReflectEvoError
@@ -128,7 +128,7 @@ def role_models(cfg: EvaluateConfig) -> dict[str, str]:
 
 def check_models(cfg: EvaluateConfig) -> None:
     """Resolve local model references before anything loads, so a typo fails in a second."""
-    if cfg.engine not in ("auto", "hf", "llamacpp", "openvino"):
+    if not is_local(cfg.engine):
         return  # server engines name models the server knows
     for role, model in role_models(cfg).items():
         try:

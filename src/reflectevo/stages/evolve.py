@@ -39,7 +39,7 @@ from reflectevo.errors import InputError
 from reflectevo.progress import console
 from reflectevo.records import TEST_SPLIT
 from reflectevo.runs import RunDir, write_json
-from reflectevo.training.config import EVALUATION_MODES, Setting
+from reflectevo.training.config import SETTINGS, Setting
 
 Metric = Literal["acc_t2_oracle", "acc_t2_free", "acc_t1"]
 STAMP = "step.json"
@@ -84,9 +84,7 @@ def iter_dir(cfg: EvolveConfig, k: int) -> Path:
 
 
 def trained_models(cfg: EvolveConfig, train_dir: Path) -> Models:
-    if cfg.setting == "II":
-        return Models(generator=str(train_dir / "stage2" / "model"), reflector=str(train_dir / "stage1" / "model"))
-    return Models(generator=str(train_dir / "model"), reflector=str(train_dir / "model"))
+    return Models(**SETTINGS.get(cfg.setting).obj.models(train_dir))
 
 
 # ------------------------------------------------------------------------------- stage configs
@@ -130,7 +128,7 @@ def evaluate_config(cfg: EvolveConfig, k: int, models: Models, split: str = "tes
     values = {"tasks": [cfg.task], "out": str(iter_dir(cfg, k) / folder), "generator": models.generator,
               "reflector": models.reflector if models.reflector != models.generator else None,
               # Each setting is evaluated in the format it trains: I, V (and the control) in one reply.
-              "mode": EVALUATION_MODES[cfg.setting], "split": name,
+              "mode": SETTINGS.get(cfg.setting).obj.evaluation, "split": name,
               "limit": limit, **_data(cfg), "seed": cfg.seed, "cache": cfg.cache, **cfg.evaluate}
     return build(EvaluateConfig, values, "evolve: evaluate")
 
@@ -274,7 +272,7 @@ def run_iteration(cfg: EvolveConfig, k: int, models: Models, keys: dict[str, str
     """generate -> curate -> train on the current models; returns the trained models."""
     from reflectevo.stages.curate import curate
     from reflectevo.stages.generate import generate
-    from reflectevo.training import STAGES, train
+    from reflectevo.training import train
 
     folder = iter_dir(cfg, k)
     gcfg = generate_config(cfg, k, models)
@@ -290,9 +288,9 @@ def run_iteration(cfg: EvolveConfig, k: int, models: Models, keys: dict[str, str
         mark_done(Path(ccfg.out), keys[ccfg.out], ccfg)
     tcfg = train_config(cfg, k, models)
     out = Path(tcfg.out)
-    stage_dirs = [out / name if len(STAGES[cfg.setting]) > 1 else out for name, _, _ in STAGES[cfg.setting]]
-    if not is_done(out, stage_dirs[-1].relative_to(out) / "final_metrics.json", keys[tcfg.out]):
-        missing = [name for _, name, _ in STAGES[cfg.setting] if not _has_rows(Path(ccfg.out) / name)]
+    setting = tcfg.spec
+    if not is_done(out, setting.stage_dirs(out)[-1].relative_to(out) / "final_metrics.json", keys[tcfg.out]):
+        missing = [s.dataset for s in setting.stages if not _has_rows(Path(ccfg.out) / s.dataset)]
         if missing:
             raise NothingToLearn(f"setting {cfg.setting} needs {', '.join(missing)}, which curation left empty "
                                  f"({Path(ccfg.out) / 'curation.json'})")

@@ -1,4 +1,5 @@
-"""Reflection learning (SPEC §5): the paper's four settings on TRL + PEFT + accelerate.
+"""Reflection learning (docs/training.md): the paper's four settings, setting V and the control on TRL + PEFT +
+accelerate.
 
 `train(TrainConfig(data=CURATED, setting="I", out=DIR))` trains; heavy libraries load only then.
 `accelerate_config("deepspeed_zero3")` is the path of a shipped multi-GPU accelerate config.
@@ -9,7 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from reflectevo.errors import InputError
-from reflectevo.training.config import DESCRIPTIONS, STAGES, TrainConfig
+from reflectevo.training.config import SETTINGS, TrainConfig
 
 CONFIGS = Path(__file__).parent / "configs"
 
@@ -29,4 +30,4 @@ def accelerate_config(name: str) -> Path:
     return path
 
 
-__all__ = ["DESCRIPTIONS", "STAGES", "TrainConfig", "accelerate_config", "train"]
+__all__ = ["SETTINGS", "TrainConfig", "accelerate_config", "train"]

@@ -3,57 +3,101 @@ which hyper-parameters.
 
 Defaults follow the paper where it states them (LoRA r=8, alpha=32; DPO beta=0.01) and TRL's usual
 choices elsewhere. `TrainConfig` is one section (`train:`) of a run YAML file, like every stage config.
-What a setting is lives in three tables here: STAGES (data and trainer), DESCRIPTIONS, EVALUATION_MODES.
+What a setting is (its datasets, trainers, evaluation mode and roles) is one declaration in SETTINGS here.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import AfterValidator, Field
 
 from reflectevo.backends.models import DEFAULT_MODEL
 from reflectevo.config import StageConfig
+from reflectevo.registry import Registry
 
-Setting = Literal["I", "II", "III", "IV", "V", "control"]
+@dataclass(frozen=True)
+class Stage:
+    """One model a setting trains: its output sub-folder, curated dataset, trainer, and the role it plays."""
 
-#: what each setting trains: (stage name, curated sub-folder, trainer kind), in training order
-STAGES: dict[str, list[tuple[str, str, str]]] = {
-    "I": [("model", "sft_one_stage", "sft")],
-    "II": [("stage1", "sft_reflect", "sft"), ("stage2", "sft_correct", "sft")],
-    "III": [("model", "dpo_contrastive", "dpo")],
-    "IV": [("model", "dpo_preference", "dpo")],
-    "V": [("model", "rl_prompts", "grpo")],
-    "control": [("model", "sft_self_train", "sft")],
-}
+    name: str  # sub-folder of the training output; "model" where a setting trains one model (no sub-folder)
+    dataset: str  # curated dataset (stages/curate.py)
+    trainer: Literal["sft", "dpo", "grpo"]
+    #: where a setting trains several models: the evaluation role this one plays, said in a model card
+    role: Literal["generator", "reflector"] | None = None
+    role_text: str = ""
 
-DESCRIPTIONS = {
-    "I": "one-stage SFT on D+: (question, failed trial 1, feedback) -> reflection + corrected answer",
-    "II": "two-stage SFT on D+: stage 1 (question, failed trial 1, feedback) -> reflection; "
-          "stage 2 (question, failed trial 1, reflection) -> corrected answer",
-    "III": "DPO on D+-: a reflection that led to a correct trial 2 over one that did not",
-    "IV": "DPO on Dpref: the judge-preferred of two reflections that both led to a correct trial 2",
-    "V": "online RL (GRPO) on the trial-2 reward: the policy answers setting I's prompt (question, failed "
-         "trial 1, feedback) with a reflection + corrected answer, rewarded by the task's verifier",
-    "control": "the self-training control: SFT on the model's own right trial-1 answers, as many rows as "
-               "setting I's, no reflection (a gain of I that this matches is not reflection's)",
-}
-#: how a setting's trained model is evaluated: in the format it trained on (one reply holding reflection and
-#: corrected answer, or a reflection then a separate correction)
-EVALUATION_MODES = {"I": "one-stage", "II": "two-stage", "III": "two-stage", "IV": "two-stage", "V": "one-stage",
-                    "control": "one-stage"}
+
+@dataclass(frozen=True)
+class TrainingSetting:
+    """What a setting is, declared once: what it trains on and how its models are evaluated. train,
+    evaluate and evolve read this; none of them tests a setting's name."""
+
+    stages: tuple[Stage, ...]
+    #: one-stage: one reply holds reflection and corrected answer; two-stage: a reflection, then a correction
+    evaluation: Literal["one-stage", "two-stage"]
+
+    def stage_dirs(self, out: Path) -> list[Path]:
+        return [out / stage.name if len(self.stages) > 1 else out for stage in self.stages]
+
+    def models(self, out: Path) -> dict[str, str]:
+        """The trained models by role (generator, reflector): one model plays both unless stages say otherwise."""
+        dirs = {stage.role: folder for stage, folder in zip(self.stages, self.stage_dirs(out))}
+        generator = dirs.get("generator", self.stage_dirs(out)[-1])
+        return {"generator": str(generator / "model"), "reflector": str(dirs.get("reflector", generator) / "model")}
+
+
+#: training settings by name, in training order of their stages; a plugin adds its own through the
+#: `reflectevo.settings` entry-point group (docs/architecture.md)
+SETTINGS: Registry[TrainingSetting] = Registry("training setting", "reflectevo.training", "reflectevo.settings",
+                                               modules=())
+
+
+def add_setting(name: str, description: str, evaluation: str, *stages: Stage) -> TrainingSetting:
+    return SETTINGS.add(name, description, TrainingSetting(stages, evaluation))
+
+
+add_setting("I", "one-stage SFT on D+: (question, failed trial 1, feedback) -> reflection + corrected answer",
+            "one-stage", Stage("model", "sft_one_stage", "sft"))
+add_setting("II", "two-stage SFT on D+: stage 1 (question, failed trial 1, feedback) -> reflection; "
+                  "stage 2 (question, failed trial 1, reflection) -> corrected answer",
+            "two-stage", Stage("stage1", "sft_reflect", "sft", "reflector", "the reflector (writes reflections)"),
+            Stage("stage2", "sft_correct", "sft", "generator", "the corrector (answers again)"))
+add_setting("III", "DPO on D+-: a reflection that led to a correct trial 2 over one that did not",
+            "two-stage", Stage("model", "dpo_contrastive", "dpo"))
+add_setting("IV", "DPO on Dpref: the judge-preferred of two reflections that both led to a correct trial 2",
+            "two-stage", Stage("model", "dpo_preference", "dpo"))
+add_setting("V", "online RL (GRPO) on the trial-2 reward: the policy answers setting I's prompt (question, "
+                 "failed trial 1, feedback) with a reflection + corrected answer, rewarded by the task's verifier",
+            "one-stage", Stage("model", "rl_prompts", "grpo"))
+add_setting("control", "the self-training control: SFT on the model's own right trial-1 answers, as many rows as "
+                       "setting I's, no reflection (a gain of I that this matches is not reflection's)",
+            "one-stage", Stage("model", "sft_self_train", "sft"))
+
+
+def _known_setting(name: str) -> str:
+    if name not in SETTINGS:
+        raise ValueError(str(SETTINGS.unknown(name)))
+    return name
+
+
+#: a config field naming a training setting (validated against SETTINGS, plugins included)
+Setting = Annotated[str, AfterValidator(_known_setting)]
+
 #: TrainConfig fields that only setting V (GRPO) reads (model cards of other settings leave them out)
 GRPO_FIELDS = ("num_generations", "max_completion_length", "temperature", "top_p", "kl_beta", "grpo_loss_type",
                "format_reward", "answer_penalty", "reward_workers", "reward_task", "use_vllm", "vllm_mode",
                "vllm_server_base_url", "vllm_gpu_memory_utilization", "vllm_tensor_parallel_size", "grpo_args")
-STAGE_ROLES = {"stage1": "the reflector (writes reflections)", "stage2": "the corrector (answers again)"}
 
 
 class TrainConfig(StageConfig):
     """One `reflectevo train` run. `out` holds one folder per trained model (setting II: stage1/, stage2/)."""
 
     data: str = Field(description="curated folder (from `reflectevo curate`), or one dataset sub-folder")
-    setting: Setting
+    setting: Setting = Field(description="training setting (`reflectevo settings` lists them): I, II, III, IV, "
+                                         "V, control")
     out: str
     model: str = DEFAULT_MODEL
     full: bool = Field(False, description="full fine-tuning instead of LoRA")
@@ -116,6 +160,10 @@ class TrainConfig(StageConfig):
                                                       "later evaluation on it)")
     merge: bool = Field(True, description="LoRA: also write the merged model folder")
     seed: int = 0
+
+    @property
+    def spec(self) -> TrainingSetting:
+        return SETTINGS.get(self.setting).obj
 
     @property
     def method(self) -> str:

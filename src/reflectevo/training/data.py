@@ -16,7 +16,7 @@ from typing import Any, Iterator
 from reflectevo.errors import InputError
 from reflectevo.records import TEST_SPLIT, read_jsonl
 from reflectevo.records_rl import RL_PROMPTS, RLPrompt
-from reflectevo.training.config import STAGES
+from reflectevo.training.config import SETTINGS
 
 #: the columns TRL reads, per trainer kind; provenance columns (episode_id, ...) are dropped. GRPO's reward
 #: reads `problem` (JSON-encoded, see records_rl.py) and `task` too.
@@ -97,7 +97,7 @@ def validate_row(where: str, row: dict, kind: str, setting: str, allow_test_spli
     if other not in (None, kind) and not all(c in row for c in needed):
         raise InputError(f"{where}: this is a dataset of {KIND_NAMES[other]}, but setting {setting} trains on "
                          f"{KIND_NAMES[kind]}; give the curated folder that holds "
-                         f"{', '.join(d for _, d, _ in STAGES[setting])}/")
+                         f"{', '.join(s.dataset for s in SETTINGS.get(setting).obj.stages)}/")
     missing = [c for c in needed if c not in row]
     if missing:
         raise InputError(f"{where}: missing column {missing[0]!r} (setting {setting} needs {', '.join(needed)})")
@@ -178,25 +178,24 @@ def load_setting(data_dir: str | Path, setting: str, allow_test_split: bool = Fa
     root = Path(data_dir).expanduser()
     if root.is_file():
         raise InputError(f"{root} is a file; train expects a curated folder (from `reflectevo curate`) holding "
-                         f"{', '.join(d + '/' for _, d, _ in STAGES[setting])} with train.jsonl (or train.parquet), "
+                         f"{', '.join(s.dataset + '/' for s in SETTINGS.get(setting).obj.stages)} with train.jsonl (or train.parquet), "
                          f"or one such dataset folder")
     if not root.is_dir():
         raise InputError(f"curated folder {root} does not exist (make one with `reflectevo curate`)")
-    stages = STAGES[setting]
+    stages = SETTINGS.get(setting).obj.stages
     if is_dataset_folder(root):
         if len(stages) > 1:
             raise InputError(f"{root} is one dataset, but setting {setting} trains two models: give the curated "
-                             f"folder that holds {' and '.join(d + '/' for _, d, _ in stages)}")
-        stage, _, kind = stages[0]
-        return [(stage, load_stage(root, kind, setting, allow_test_split, reward_task))]
+                             f"folder that holds {' and '.join(s.dataset + '/' for s in stages)}")
+        return [(stages[0].name, load_stage(root, stages[0].trainer, setting, allow_test_split, reward_task))]
     loaded = []
-    for stage, dataset, kind in stages:
-        folder = root / dataset
+    for stage in stages:
+        folder = root / stage.dataset
         if not folder.is_dir():
             present = sorted(p.name for p in root.iterdir() if p.is_dir() and is_dataset_folder(p))
             how = "; `reflectevo curate RUN_DIR` writes it from the run's failed trial 1s" \
-                if dataset == RL_PROMPTS else ""
-            raise InputError(f"{root} has no {dataset}/ (setting {setting} trains on it); "
+                if stage.dataset == RL_PROMPTS else ""
+            raise InputError(f"{root} has no {stage.dataset}/ (setting {setting} trains on it); "
                              f"datasets found: {', '.join(present) or 'none'}{how}")
-        loaded.append((stage, load_stage(folder, kind, setting, allow_test_split, reward_task)))
+        loaded.append((stage.name, load_stage(folder, stage.trainer, setting, allow_test_split, reward_task)))
     return loaded

@@ -16,7 +16,7 @@ from pathlib import Path
 import yaml
 
 from reflectevo.runs import write_atomic
-from reflectevo.training.config import DESCRIPTIONS, GRPO_FIELDS, STAGE_ROLES, TrainConfig
+from reflectevo.training.config import GRPO_FIELDS, SETTINGS, TrainConfig
 from reflectevo.training.data import StageData
 
 
@@ -78,10 +78,10 @@ def model_card(cfg: TrainConfig, stage: str, data: StageData, metrics: dict, dro
     """README.md: what was trained on what, how, and how well (HF model-card front matter included)."""
     front = {"library_name": "transformers" if cfg.full else "peft", "base_model": cfg.model,
              "tags": ["reflectevo", "trl", data.kind, cfg.method]}
-    role = STAGE_ROLES.get(stage)
+    role = next((s.role_text for s in cfg.spec.stages if s.name == stage and s.role_text), None)
     lines = ["---", yaml.safe_dump(front, sort_keys=False).strip(), "---", "",
              f"# ReflectEvo setting {cfg.setting}{f' {stage}' if role else ''} ({cfg.method})", "",
-             f"Setting {cfg.setting}: {DESCRIPTIONS[cfg.setting]}.",
+             f"Setting {cfg.setting}: {SETTINGS.get(cfg.setting).description}.",
              *([f"This model is {stage}: {role}. Evaluate with stage1 as the reflector and stage2 as the "
                 "generator/corrector."] if role else []), "",
              "## Data", "",
