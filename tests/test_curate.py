@@ -13,9 +13,10 @@ from reflectevo.errors import InputError
 from reflectevo import prompts
 from reflectevo.prompts import correction_prompt, reflect_and_correct_prompt, reflection_prompt
 from reflectevo.records import Attempt, Episode, Reflection, Sampling, Verdict, episodes_to_jsonl, read_episodes
-from reflectevo.stages.curate import (CurateConfig, curate, curate_episodes, load_curated, split_by_problem,
+from reflectevo.stages.curate import (CurateConfig, curate, curate_episodes, split_by_problem,
                                       states_gold_answer)
 from reflectevo.tasks import get_task
+from training_data import load_curated
 
 GSM8K = get_task("gsm8k")
 QUESTION = "Tom has 3 boxes with 4 apples each. How many apples does he have?"
@@ -83,7 +84,7 @@ def test_rl_prompts_one_row_per_failure_and_instruction(tmp_path):
     and the same prompt with each pool instruction of the episode's reflections, whether or not any
     reflection corrected the answer; each row holds the problem its reward is judged against."""
     from reflectevo.records import Problem
-    from reflectevo.records_rl import RLPrompt
+    from reflectevo.records import RLPrompt
 
     failed = episode(reflections=[(BAD, False, "quick.calc.low"), (OTHER, False, "quick.calc.low"),
                                   (GOOD, True, "step.calc.high")])

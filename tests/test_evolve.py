@@ -81,9 +81,10 @@ def test_min_delta(tmp_path):
 
 
 def test_bad_stage_setting_fails_before_any_work(tmp_path):
-    cfg = config(tmp_path, train={"lora_r": 0})
-    with pytest.raises(InputError, match="evolve: train: setting 'lora_r'"):
-        evolve(cfg, dry_run=True)
+    with pytest.raises(InputError, match="setting 'train.lora_r': Input should be greater than or equal to 1"):
+        evolve(config(tmp_path, train={"lora_r": 0}), dry_run=True)
+    with pytest.raises(InputError, match="setting 'generate.max_tokenz': not a setting of GenerateConfig"):
+        config(tmp_path, generate={"max_tokenz": 8})
     with pytest.raises(InputError, match="has no split 'dev'"):
         evolve(config(tmp_path, test_split="dev"))
     with pytest.raises(InputError, match="only reports; it cannot be the train_split or the validation_split"):

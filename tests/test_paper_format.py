@@ -13,7 +13,8 @@ from reflectevo.errors import InputError
 from reflectevo.formats.paper import (export_raw, import_episodes, read_json_objects, read_paper_raw,
                                       strip_observation)
 from reflectevo.records import read_episodes
-from reflectevo.stages.curate import CurateConfig, curate, load_curated
+from reflectevo.stages.curate import CurateConfig, curate
+from training_data import load_curated
 
 
 @pytest.fixture(scope="module")

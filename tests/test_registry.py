@@ -25,7 +25,7 @@ def run(code: str, path: Path) -> subprocess.CompletedProcess:
 def test_plugin_task_is_found_through_its_entry_point():
     code = ("from typer.testing import CliRunner\nfrom reflectevo.cli import app\n"
             "from reflectevo.tasks.registry import get_task\n"
-            "print(CliRunner().invoke(app, ['tasks'], terminal_width=200).output)\n"
+            "print(CliRunner().invoke(app, ['tasks'], env={'COLUMNS': '250'}).output)\n"
             "task = get_task('primes')\n"
             "train, val, test = (task.load(s) for s in ('train', 'validation', 'test'))\n"
             "print(len(train), len(val), len(test), len(task.read('train')))\n"
@@ -70,8 +70,8 @@ def test_registry_shape():
 
 def test_plugin_filter_and_setting_are_found_and_used():
     code = ("from typer.testing import CliRunner\nfrom reflectevo.cli import app\n"
-            "print(CliRunner().invoke(app, ['filters'], terminal_width=200).output)\n"
-            "print(CliRunner().invoke(app, ['settings'], terminal_width=200).output)\n"
+            "print(CliRunner().invoke(app, ['filters'], env={'COLUMNS': '250'}).output)\n"
+            "print(CliRunner().invoke(app, ['settings'], env={'COLUMNS': '250'}).output)\n"
             "from reflectevo.training import TrainConfig\n"
             "cfg = TrainConfig(data='d', out='o', setting='I-dpo-on-one-stage')\n"
             "print(cfg.spec.stages[0].dataset, cfg.spec.evaluation)\n"

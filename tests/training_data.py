@@ -35,3 +35,20 @@ def curated_dir(tmp_path_factory) -> Path:
     assert sum(1 for _ in (paper / "dpo_preference" / "train.jsonl").open()) == 4
     shutil.copytree(paper / "dpo_preference", out / "dpo_preference")
     return out
+
+
+def load_curated(folder: str | Path, fmt: str = "json"):
+    """A curated dataset folder as a `datasets.DatasetDict`, leaving out empty splits.
+
+    (`datasets.load_dataset` refuses an empty JSONL split, and validation is empty when a set comes
+    from a single problem or --validation 0.)
+    """
+    from datasets import load_dataset
+
+    folder = Path(folder)
+    ext = "jsonl" if fmt == "json" else "parquet"
+    files = {s: str(folder / f"{s}.{ext}") for s in ("train", "validation")
+             if (folder / f"{s}.{ext}").is_file() and (folder / f"{s}.jsonl").stat().st_size > 0}
+    if not files:
+        raise FileNotFoundError(f"{folder}: no non-empty train.{ext}/validation.{ext}")
+    return load_dataset(fmt, data_files=files)

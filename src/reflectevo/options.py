@@ -16,10 +16,10 @@ import typing
 from pathlib import Path
 from typing import Any, Callable, Literal, Optional
 
-import click
 import typer
 from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
+from rich.markup import escape
 
 from reflectevo.errors import InputError, ReflectEvoError
 
@@ -55,11 +55,19 @@ def _default_text(field) -> str | None:
     if field.default_factory is not None:
         value = field.default_factory()
         return ",".join(map(str, value)) if isinstance(value, list) and value else None
-    if field.default is PydanticUndefined or field.default is None:
-        return None
-    if isinstance(field.default, bool):
-        return None  # the flag's spelling says it
+    if field.default is PydanticUndefined or field.default is None or isinstance(field.default, bool):
+        return None  # a flag's default is said in its help (on / off)
     return str(field.default)
+
+
+def is_cli_field(field) -> bool:
+    """Mappings (evolve's stage sections, train's grpo_args) are YAML-only settings."""
+    return typing.get_origin(_unwrap(field.annotation)) is not dict and _unwrap(field.annotation) is not dict
+
+
+def _split_list(values) -> list[str]:
+    """A list setting from repeated and/or comma-separated flags: --task a,b --task c."""
+    return [part.strip() for value in values for part in str(value).split(",") if part.strip()]
 
 
 def option_parameter(name: str, field, flags: list[str], argument: bool) -> tuple[inspect.Parameter, Callable]:
@@ -67,33 +75,37 @@ def option_parameter(name: str, field, flags: list[str], argument: bool) -> tupl
     kind = _unwrap(field.annotation)
     help_text = field.description or ""
     default = _default_text(field)
-    if default is not None:
-        help_text = f"{help_text} [default: {default}]".strip()
     dashed = "--" + name.replace("_", "-")
     convert: Callable = lambda v: v  # noqa: E731
     annotation: Any = Optional[str]
-    extra: dict[str, Any] = {}
+    decls = [dashed, *flags]
     if kind is bool:
         annotation = Optional[bool]
-        negative = "--no-" + name.replace("_", "-")
-        decls = [f"{dashed}/{negative}"]
-        if field.default is True:
-            help_text = f"{help_text} [default: on; {negative} turns it off]".strip()
-        elif field.default is False:
-            help_text = f"{help_text} [default: off]".strip()
+        toggle = next((f for f in flags if "/" in f), None)
+        if name.startswith("no_"):  # no_cache: one flag that turns something off
+            decls = [dashed]
+        else:
+            decls = [toggle or f"{dashed}/--no-{name.replace('_', '-')}", *(f for f in flags if f != toggle)]
+        if isinstance(field.default, bool) and not name.startswith("no_"):  # None: the description says
+            help_text = f"{help_text} [default: {'on' if field.default else 'off'}]".strip()
     else:
-        decls = [dashed]
         if kind in (int, float):
             annotation = Optional[kind]
         elif typing.get_origin(kind) is Literal:
-            extra["click_type"] = click.Choice([str(c) for c in typing.get_args(kind)])
+            help_text = f"{help_text} (one of: {', '.join(map(str, typing.get_args(kind)))})".strip()
         elif typing.get_origin(kind) is list:
-            convert = lambda v: [part.strip() for part in v.split(",") if part.strip()]  # noqa: E731
-            help_text = f"{help_text} (comma-separated)".strip()
+            annotation = Optional[list[str]]
+            convert = _split_list
+            help_text = f"{help_text} (repeat, or comma-separate)".strip()
+        if default is not None:
+            help_text = f"{help_text} [default: {default}]".strip()
+    if field.is_required():
+        help_text = f"{help_text} [required]".strip()
+    help_text = escape(help_text)  # "[default: 4]" is text, not rich markup
     if argument:
-        param = typer.Argument(None, help=help_text, show_default=False, **extra)
+        param = typer.Argument(None, help=help_text, show_default=False)
     else:
-        param = typer.Option(None, *[d for d in decls + flags], help=help_text, show_default=False, **extra)
+        param = typer.Option(None, *decls, help=help_text, show_default=False)
     return inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=param, annotation=annotation), convert
 
 
@@ -110,9 +122,11 @@ def stage_command(app: typer.Typer, name: str, config: type[BaseModel], run: Cal
 
     flags = flags or {}
     params, converters = [], {}
-    order = sorted(config.model_fields.items(), key=lambda item: (item[0] not in positional,))
+    # Positional arguments, then the stage's own fields, then those of the shared parts (config.py).
+    own = config.__annotations__
+    order = sorted(config.model_fields.items(), key=lambda item: (item[0] not in positional, item[0] not in own))
     for field_name, field in order:
-        if field_name in hidden:
+        if field_name in hidden or not is_cli_field(field):
             continue
         param, convert = option_parameter(field_name, field, flags.get(field_name, []), field_name in positional)
         params.append(param)
@@ -128,12 +142,14 @@ def stage_command(app: typer.Typer, name: str, config: type[BaseModel], run: Cal
         config_file = given.pop("config_file")
         extras = {k: given.pop(k) for k in list(given) if k in (extra or {})}
         values = load_yaml(config_file, section) if config_file else {}
-        values.update({k: converters[k](v) for k, v in given.items() if v is not None})
+        values.update({k: converters[k](v) for k, v in given.items() if v is not None and v != []})
         if before:
             before(values)
         for field_name, field in config.model_fields.items():
             if field.is_required() and field_name not in values:
-                spelled = field_name.upper() if field_name in positional else "--" + field_name.replace("_", "-")
+                long = [f for f in flags.get(field_name, []) if f.startswith("--")]
+                spelled = field_name.upper() if field_name in positional else \
+                    (long or ["--" + field_name.replace("_", "-")])[0]
                 raise InputError(f"missing {spelled} (or `{field_name}:` in the config file)")
         return run(build(config, values, str(config_file or "command line")), **extras)
 

@@ -1,7 +1,10 @@
-"""Typed records that flow through the pipeline: Problem -> Episode(trial1, reflections[trial2]).
+"""Typed records that cross a stage, each with its schema version: the contracts of the pipeline.
 
-The episode is the contract between stages: curation, training, evaluation and reports read only
-episodes. Every `messages` field holds exactly what the backend received (before the chat template),
+    generate -> Episode (Problem, trial 1, reflections[trial 2])        episodes.jsonl   reflectevo.episode/1
+    curate   -> SFTRow, PairRow, RLPrompt (one per trainer)            curated sets     reflectevo.curated/1
+    evaluate -> EvalSample per problem, results.json                   samples.jsonl    reflectevo.eval-sample/2
+
+Curation, training, evaluation and reports read only these. Every `messages` field holds exactly what the backend received (before the chat template),
 captured before generation, so any record can be replayed and any training row rebuilt from it.
 """
 
@@ -12,7 +15,7 @@ import io
 import json
 import zlib
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Literal
+from typing import Any, Iterable, Iterator, Literal, Sequence
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
@@ -154,6 +157,25 @@ def read_episodes(path: str | Path) -> list[Episode]:
     return episodes
 
 
+def episode_counts(episodes: Sequence[Episode]) -> dict[str, int]:
+    """What a set of episodes holds: the counts generate's summary, the report and `stats` show."""
+    failed = [ep for ep in episodes if not ep.trial1.verdict.correct]
+    reflections = [r for ep in failed for r in ep.reflections]
+    return {
+        "problems": len(episodes),
+        "trial1_correct": len(episodes) - len(failed),
+        "trial1_extraction_failed": sum(ep.trial1.verdict.extraction_failed and not ep.trial1.verdict.truncated
+                                        for ep in episodes),
+        "trial1_truncated": sum(ep.trial1.verdict.truncated for ep in episodes),
+        "trial2_truncated": sum(bool(r.trial2 and r.trial2.verdict.truncated) for r in reflections),
+        "failures": len(failed),
+        "reflections": len(reflections),
+        "trial2_correct": sum(bool(r.trial2 and r.trial2.verdict.correct) for r in reflections),
+        "failures_corrected": sum(any(r.trial2 and r.trial2.verdict.correct for r in ep.reflections)
+                                  for ep in failed),
+    }
+
+
 def episodes_to_jsonl(episodes: Iterable[Episode]) -> str:
     return "".join(ep.to_json() + "\n" for ep in episodes)
 
@@ -198,3 +220,87 @@ def read_samples(path: str | Path) -> list[EvalSample]:
             raise InputError(f"{path}:{lineno}: invalid sample: {'.'.join(map(str, first['loc']))}: "
                              f"{first['msg']}") from exc
     return samples
+
+
+# ------------------------------------------------------------------------------ curated rows (curate -> train)
+# One row contract per trainer; curation writes rows through these records, training reads their columns.
+# Provenance columns (task, split, episode_id, which reflection and instruction) travel with every row.
+
+CURATED_SCHEMA = "reflectevo.curated/1"  # stamped in curation.json
+SFT_SETS = ("sft_one_stage", "sft_reflect", "sft_correct", "sft_self_train")
+DPO_SETS = ("dpo_contrastive", "dpo_preference")
+RL_PROMPTS = "rl_prompts"
+DATASETS = SFT_SETS + DPO_SETS + (RL_PROMPTS,)
+
+
+class SFTRow(_Record):
+    prompt: Messages
+    completion: Messages  # one assistant turn
+    task: str
+    split: str
+    episode_id: str
+    reflection_index: int | None  # None: the self-training control (no reflection)
+    instruction_id: str | None
+
+    def to_row(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+
+class PairRow(_Record):
+    prompt: Messages
+    chosen: Messages
+    rejected: Messages
+    task: str
+    split: str
+    episode_id: str
+    chosen_reflection_index: int
+    rejected_reflection_index: int
+    chosen_instruction_id: str
+    rejected_instruction_id: str
+    judge: str | None = None  # dpo_preference: the verdict that ordered the pair (JSON)
+
+    def to_row(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", exclude={"judge"} if self.judge is None else set())
+
+
+#: setting V's rows (rl_prompts): one per failed trial 1 (x instruction), the prompt the policy answers and
+#: the whole problem its reward judges, so the task's verifier needs no data file at training time. JSONL
+#: holds `problem` as an object; Parquet, which has no type for free-form `meta`, as a JSON string.
+#: `instruction_id` of the row whose prompt is exactly the test-time one-stage prompt (no pool instruction)
+TEST_TIME = "test-time"
+
+
+def parquet_row(row: dict[str, Any]) -> dict[str, Any]:
+    """The row as Parquet stores it: `problem` as a JSON string."""
+    return {**row, "problem": json.dumps(row["problem"], ensure_ascii=False)}
+
+
+class RLPrompt(_Record):
+    prompt: Messages  # ends with the user turn that asks to reflect and solve again
+    task: str  # registry name of the task whose verifier gives the reward
+    split: str
+    episode_id: str
+    instruction_id: str  # TEST_TIME or the id of the pool instruction added to the prompt
+    problem: Problem
+
+    def to_row(self) -> dict[str, Any]:
+        return self.model_dump(mode="json")
+
+    @classmethod
+    def from_row(cls, where: str, row: dict[str, Any]) -> "RLPrompt":
+        """A validated row, or an InputError naming `where` (file:line) and the field."""
+        values = {k: v for k, v in row.items() if k in cls.model_fields}  # other columns: provenance, ignored
+        if isinstance(values.get("problem"), str):
+            try:
+                values["problem"] = json.loads(values["problem"])
+            except json.JSONDecodeError as exc:
+                raise InputError(f"{where}: field 'problem' is not a JSON object ({exc.msg})") from exc
+        try:
+            rl = cls.model_validate(values)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            field = ".".join(str(p) for p in first["loc"])
+            raise InputError(f"{where}: invalid {RL_PROMPTS} row: {field}: {first['msg']}") from exc
+        if rl.problem.task != rl.task:
+            raise InputError(f"{where}: the row's task {rl.task!r} differs from its problem's ({rl.problem.task!r})")
+        return rl

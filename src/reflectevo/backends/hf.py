@@ -90,7 +90,7 @@ class HFBackend(Backend):
         self.batch_size = batch_size
         self.bucket = bucket
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        # bf16 is ~6x faster than fp32 for generation on this kind of CPU (RUNTIME.md); scoring
+        # bf16 is ~6x faster than fp32 for generation on this kind of CPU (docs/backends.md); scoring
         # log-probabilities should use dtype="float32" (bf16 drifts by up to ~0.4 nats per sequence).
         torch_dtype = torch.bfloat16 if dtype == "auto" else getattr(torch, dtype)
         folder = hf_folder(ref)

@@ -147,7 +147,7 @@ class LlamaCppBackend(Backend):
                 messages=[*messages, {"role": "assistant", "content": continuation}]).prompt
             if not full.startswith(prefix):
                 raise BackendError("chat template does not extend the prompt with the assistant turn")
-            # Slice by tokens, not characters: special tokens have no text offsets (RUNTIME.md).
+            # Slice by tokens, not characters: special tokens have no text offsets (docs/backends.md).
             start = len(self._tokens(llm, prefix))
             ids = self._tokens(llm, full)
             llm.reset()

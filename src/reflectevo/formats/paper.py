@@ -1,6 +1,6 @@
 """The ReflectEvo paper's own file layouts: read them, import them as episodes, export ours to them.
 
-Layouts (see ../shared/data/reflectevo/examples and docs/curation.md for the field mapping):
+Layouts (docs/curation.md has the field mapping; tests/data holds examples):
 
     raw     the generation output: {id, question, answer, output: [trial dicts]}, written as
             pretty-printed JSON objects one after another (not JSONL, despite the .jsonl name);

@@ -1,4 +1,4 @@
-"""The reflection instruction pool (SPEC §3): 2 ways to examine x 8 error kinds x 2 plan styles.
+"""The reflection instruction pool (docs/curation.md): 2 ways to examine x 8 error kinds x 2 plan styles.
 
 The pool is data (prompts/data/instructions.jsonl). Users extend or replace it with their own JSONL
 file of {"id", "text"} objects; ids are stable, and every reflection record keeps the id it came from.

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from reflectevo.errors import InputError
-from reflectevo.records import RESULTS_SCHEMAS, Episode, EvalSample, read_episodes, read_samples
+from reflectevo.records import RESULTS_SCHEMAS, Episode, EvalSample, episode_counts, read_episodes, read_samples
 from reflectevo.report import plots
 from reflectevo.runs import write_atomic
 
@@ -142,12 +142,10 @@ def generation_rows(runs: Sequence[Run]) -> list[list[str]]:
     for run in runs:
         if not run.episodes:
             continue
-        failed = [ep for ep in run.episodes if not ep.trial1.verdict.correct]
-        reflections = [r for ep in run.episodes for r in ep.reflections]
-        rows.append([run.label, ", ".join(sorted({ep.task for ep in run.episodes})), str(len(run.episodes)),
-                     str(len(run.episodes) - len(failed)), str(len(reflections)),
-                     str(sum(bool(r.trial2 and r.trial2.verdict.correct) for r in reflections)),
-                     str(sum(any(r.trial2 and r.trial2.verdict.correct for r in ep.reflections) for ep in failed))])
+        counts = episode_counts(run.episodes)
+        rows.append([run.label, ", ".join(sorted({ep.task for ep in run.episodes})),
+                     *(str(counts[k]) for k in ("problems", "trial1_correct", "reflections", "trial2_correct",
+                                                "failures_corrected"))])
     return rows
 
 

@@ -1,4 +1,4 @@
-"""Test-time metrics (SPEC §6) from per-problem outcomes: accuracies, Δ, the retry baseline and the
+"""Test-time metrics (docs/evaluation.md) from per-problem outcomes: accuracies, Δ, the retry baseline and the
 reflection value, flips, extraction failures, F1, CIs.
 
 Every number is a fraction of a real count (the problems evaluated), never of a constant. Confidence

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from reflectevo.errors import InputError
-from reflectevo.records import EPISODE_SCHEMA, Episode
+from reflectevo.records import EPISODE_SCHEMA, Episode, episode_counts
 from reflectevo.runs import write_atomic, write_json
 
 LENGTH_FIELDS = ("question", "turn1", "turn2", "reflection")
@@ -39,18 +39,15 @@ def episode_stats(episodes: list[Episode]) -> dict[str, Any]:
         by_task[ep.task].append(ep)
     tasks = {}
     for task, eps in sorted(by_task.items()):
-        failed = [ep for ep in eps if not ep.trial1.verdict.correct]
-        refl = [r for ep in failed for r in ep.reflections if r.trial2 is not None]
-        corrected = sum(r.trial2.verdict.correct for r in refl)
+        counts = episode_counts(eps)
+        refl = [r for ep in eps if not ep.trial1.verdict.correct for r in ep.reflections if r.trial2 is not None]
+        corrected = counts["trial2_correct"]
         tasks[task] = {
-            "problems": len(eps),
-            "trial1_correct": sum(ep.trial1.verdict.correct for ep in eps),
-            "failures": len(failed),
-            "reflections": len(refl),
+            **{k: counts[k] for k in ("problems", "trial1_correct", "failures")},
+            "reflections": len(refl),  # those with a trial 2 (an imported raw file may lack some)
             "trial2_correct": corrected,
             "corrected_share": round(corrected / len(refl), 4) if refl else None,
-            "failures_corrected": sum(any(r.trial2 and r.trial2.verdict.correct for r in ep.reflections)
-                                      for ep in failed),
+            "failures_corrected": counts["failures_corrected"],
             "lengths": {
                 "question": _lengths([ep.question for ep in eps]),
                 "turn1": _lengths([ep.trial1.response for ep in eps]),

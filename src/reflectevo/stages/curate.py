@@ -1,4 +1,4 @@
-"""Curation stage (SPEC §4): episodes -> the training sets of the four reflection-learning settings.
+"""Curation stage (docs/curation.md): episodes -> the training sets of the four reflection-learning settings.
 
 From each failed trial 1 and its reflections (each with its trial 2) it builds, in chat-message form
 that TRL consumes as is:
@@ -11,7 +11,7 @@ that TRL consumes as is:
     sft_self_train   the control:     (q) -> the model's own right trial-1 answer, no reflection, as many
                                       rows as sft_one_stage, so a gain can be told apart from reflection's
     rl_prompts       setting V (RL):  one row per failed trial 1 (x instruction): setting I's prompt and
-                                      the problem its reward judges (records_rl.RLPrompt); no reflection
+                                      the problem its reward judges (records.RLPrompt); no reflection
                                       needs to have corrected anything, the policy's own rollouts are judged
 
 Reflections are filtered first (empty, length limits, exact/near duplicates within the problem, and,
@@ -39,33 +39,29 @@ from reflectevo.errors import InputError, ReflectEvoError
 from reflectevo.progress import console, progress_bar
 from reflectevo.prompts import reflect_and_correct_prompt, test_reflection_prompt
 from reflectevo.prompts.templates import instruction_of
-from reflectevo.records import EPISODE_SCHEMA, TEST_SPLIT, Episode, Reflection, read_episodes
-from reflectevo.records_rl import RL_PROMPTS, TEST_TIME, RLPrompt, parquet_row
+from reflectevo.records import (CURATED_SCHEMA, DATASETS, EPISODE_SCHEMA, RL_PROMPTS, SFT_SETS, TEST_SPLIT, TEST_TIME,
+                                Episode, PairRow, Reflection, RLPrompt, SFTRow, parquet_row, read_episodes)
 from reflectevo.registry import Registry
 from reflectevo.runs import RunDir, write_atomic, write_json
+from reflectevo.stages.judge import JudgeOptions, order_preferences
 
-SFT_SETS = ("sft_one_stage", "sft_reflect", "sft_correct", "sft_self_train")
-DPO_SETS = ("dpo_contrastive", "dpo_preference")
-RL_SETS = (RL_PROMPTS,)
-DATASETS = SFT_SETS + DPO_SETS + RL_SETS
 DEFAULT_FILTERS = ("no_trial2", "too_short", "too_long", "states_answer", "duplicate", "near_duplicate")
 
 
-class CurateConfig(StageConfig):
+class CurateConfig(StageConfig, JudgeOptions):
     """Settings of `reflectevo curate` (defaults in parentheses are the CLI's)."""
 
     source: str = Field(description="run directory, episodes .jsonl, or a paper-layout file")
     out: str | None = Field(None, description="curated directory (default: RUN_DIR/curated)")
-    datasets: list[str] = Field(default_factory=lambda: list(DATASETS))
+    datasets: list[str] = Field(default_factory=lambda: list(DATASETS), description="training sets to build")
     filters: list[str] = Field(default_factory=lambda: list(DEFAULT_FILTERS),
                                description="reflection filters in order (`reflectevo filters` lists them)")
-    dedup: Literal["none", "exact", "near"] = "near"
+    dedup: Literal["none", "exact", "near"] = Field("near", description="reflection dedup within a problem")
     near_threshold: float = Field(0.8, gt=0, le=1, description="Jaccard similarity of word 3-shingles")
     max_per_problem: int | None = Field(None, ge=1, description="rows (SFT, RL) / pairs (DPO) per problem and set")
     validation: float = Field(0.1, ge=0, lt=1, description="share of problems held out for validation")
-    seed: int = 0
-    min_chars: int = Field(1, ge=0)
-    max_chars: int | None = Field(None, ge=1)
+    min_chars: int = Field(1, ge=0, description="drop reflections shorter than this")
+    max_chars: int | None = Field(None, ge=1, description="drop reflections longer than this")
     max_tokens: int | None = Field(None, ge=1, description="reflection length limit in tokens of `tokenizer`")
     tokenizer: str | None = Field(None, description="model preset or folder whose tokenizer counts tokens")
     drop_answer_leaks: bool | None = Field(
@@ -74,11 +70,6 @@ class CurateConfig(StageConfig):
                           "reflector, so a reflection that re-derives it is a genuine self-correction)")
     allow_test_split: bool = Field(False, description="curate episodes of a test split (they contaminate "
                                                       "every later evaluation on it)")
-    judge: str | None = Field(None, description="model that orders Dpref pairs (default: judge-free fallback)")
-    judge_engine: str = "auto"
-    judge_max_tokens: int = Field(256, ge=1)
-    judge_batch_size: int = Field(8, ge=1)
-    cache: str | None = None
     task: str | None = Field(None, description="task name for paper-layout sources")
 
 
@@ -177,7 +168,8 @@ def _norm_words(text: str) -> list[str]:
 
 
 def states_gold_answer(task, ep: Episode, text: str) -> bool:
-    """Whether a reflection states the gold answer (SPEC §1: a reflection must not state the answer).
+    """Whether a reflection states the gold answer (a reflection should name the mistake, not give the
+    answer: docs/curation.md).
 
     - choice / number / math: the task's own extractor, applied to the reflection as if it were an
       answer, finds the gold answer (so "the answer is B" or a closing "...= 72" counts), or an answer
@@ -361,25 +353,25 @@ def sft_rows(f: Filtered, answer_format: str, cfg: CurateConfig) -> dict[str, li
     for r in _cap(f.positives, cfg.max_per_problem, cfg.seed, f"sft:{ep.id}"):
         ids = {"task": ep.task, "split": ep.split, "episode_id": ep.id, "reflection_index": r.index,
                "instruction_id": r.instruction_id}
-        rows["sft_one_stage"].append({
-            "prompt": reflect_and_correct_prompt(t1.messages, t1.response, feedback, answer_format),
-            "completion": _assistant(r.text.strip() + "\n\n" + r.trial2.response), **ids})
-        rows["sft_reflect"].append({
-            "prompt": test_reflection_prompt(t1.messages, t1.response, feedback),
-            "completion": _assistant(r.text), **ids})
-        rows["sft_correct"].append({
-            "prompt": r.trial2.messages, "completion": _assistant(r.trial2.response), **ids})
+        rows["sft_one_stage"].append(SFTRow(
+            prompt=reflect_and_correct_prompt(t1.messages, t1.response, feedback, answer_format),
+            completion=_assistant(r.text.strip() + "\n\n" + r.trial2.response), **ids).to_row())
+        rows["sft_reflect"].append(SFTRow(
+            prompt=test_reflection_prompt(t1.messages, t1.response, feedback),
+            completion=_assistant(r.text), **ids).to_row())
+        rows["sft_correct"].append(SFTRow(
+            prompt=r.trial2.messages, completion=_assistant(r.trial2.response), **ids).to_row())
     return rows
 
 
 def pair_row(ep: Episode, chosen: Reflection, rejected: Reflection, **extra) -> dict:
     t1 = ep.trial1
-    return {"prompt": test_reflection_prompt(t1.messages, t1.response, t1.verdict.feedback),
-            "chosen": _assistant(chosen.text), "rejected": _assistant(rejected.text),
-            "task": ep.task, "split": ep.split, "episode_id": ep.id,
-            "chosen_reflection_index": chosen.index, "rejected_reflection_index": rejected.index,
-            "chosen_instruction_id": chosen.instruction_id, "rejected_instruction_id": rejected.instruction_id,
-            **extra}
+    return PairRow(prompt=test_reflection_prompt(t1.messages, t1.response, t1.verdict.feedback),
+                   chosen=_assistant(chosen.text), rejected=_assistant(rejected.text),
+                   task=ep.task, split=ep.split, episode_id=ep.id,
+                   chosen_reflection_index=chosen.index, rejected_reflection_index=rejected.index,
+                   chosen_instruction_id=chosen.instruction_id, rejected_instruction_id=rejected.instruction_id,
+                   **extra).to_row()
 
 
 def contrastive_rows(f: Filtered, cfg: CurateConfig) -> list[dict]:
@@ -425,8 +417,8 @@ def self_train_rows(episodes: list[Episode], sizes: dict[str, int], seed: int) -
     per split (as many as the reflection set it controls for), whole problems chosen by sha256(seed, id)."""
     right = sorted((ep for ep in episodes if ep.trial1.verdict.correct),
                    key=lambda ep: hashlib.sha256(f"{seed}:{ep.id}".encode()).hexdigest())
-    rows = [{"prompt": ep.trial1.messages, "completion": _assistant(ep.trial1.response), "task": ep.task,
-             "split": ep.split, "episode_id": ep.id, "reflection_index": None, "instruction_id": None}
+    rows = [SFTRow(prompt=ep.trial1.messages, completion=_assistant(ep.trial1.response), task=ep.task,
+                   split=ep.split, episode_id=ep.id, reflection_index=None, instruction_id=None).to_row()
             for ep in right]
     n_train = min(sizes["train"], len(rows))
     return {"train": rows[:n_train], "validation": rows[n_train:n_train + sizes["validation"]]}
@@ -457,7 +449,7 @@ def _schema(name: str):
 
     messages = pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))
     ids = [("task", pa.string()), ("split", pa.string()), ("episode_id", pa.string())]
-    if name in RL_SETS:  # `problem` as a JSON string: Parquet has no type for free-form meta
+    if name == RL_PROMPTS:  # `problem` as a JSON string: Parquet has no type for free-form meta
         return pa.schema([("prompt", messages), *ids, ("instruction_id", pa.string()), ("problem", pa.string())])
     if name in SFT_SETS:
         return pa.schema([("prompt", messages), ("completion", messages), *ids,
@@ -479,28 +471,11 @@ def write_dataset(folder: Path, name: str, splits: dict[str, list[dict]]) -> Non
     for split, rows in splits.items():
         write_atomic(folder / f"{split}.jsonl",
                      "".join(json.dumps(row, ensure_ascii=False) + "\n" for row in rows))
-        if name in RL_SETS:
+        if name == RL_PROMPTS:
             rows = [parquet_row(row) for row in rows]
         buffer = io.BytesIO()
         pq.write_table(pa.Table.from_pylist(rows, schema=schema), buffer)
         write_atomic(folder / f"{split}.parquet", buffer.getvalue())
-
-
-def load_curated(folder: str | Path, fmt: str = "json"):
-    """A curated dataset folder as a `datasets.DatasetDict`, leaving out empty splits.
-
-    (`datasets.load_dataset` refuses an empty JSONL split, and validation is empty when a set comes
-    from a single problem or --validation 0.)
-    """
-    from datasets import load_dataset
-
-    folder = Path(folder)
-    ext = "jsonl" if fmt == "json" else "parquet"
-    files = {s: str(folder / f"{s}.{ext}") for s in ("train", "validation")
-             if (folder / f"{s}.{ext}").is_file() and (folder / f"{s}.jsonl").stat().st_size > 0}
-    if not files:
-        raise InputError(f"{folder}: no non-empty train.{ext}/validation.{ext}")
-    return load_dataset(fmt, data_files=files)
 
 
 # ----------------------------------------------------------------------------------------- stage
@@ -544,8 +519,6 @@ def curate_episodes(episodes: list[Episode], cfg: CurateConfig, judge=None,
                 rows[RL_PROMPTS].extend(rl_prompt_rows(ep, info.answer_format(ep), cfg))
     judge_summary = {}
     if "dpo_preference" in cfg.datasets:
-        from reflectevo.stages.judge import order_preferences
-
         candidates = [c for f in filtered for c in preference_candidates(f, cfg)]
         ordered, judge_summary = order_preferences(candidates, cfg, judge)
         rows["dpo_preference"] = [pair_row(ep, chosen, rejected, judge=json.dumps(verdict, ensure_ascii=False))
@@ -608,7 +581,7 @@ def curate(cfg: CurateConfig) -> Path:
     with RunDir(out) as run:
         for name, splits in result.items():
             write_dataset(out / name, name, splits)
-        summary = {"source": str(source), "config": cfg.model_dump(), **counts}
+        summary = {"schema": CURATED_SCHEMA, "source": str(source), "config": cfg.model_dump(), **counts}
         write_json(out / "curation.json", summary)
         run.write_manifest("curate", cfg.model_dump(), source=str(source), outputs=list(result))
         run.log(f"curate: {json.dumps(counts['datasets'])}")

@@ -1,4 +1,4 @@
-"""Evaluation stage (SPEC §6): Acc@t1, then Acc@t2 after one reflection and one correction.
+"""Evaluation stage (docs/evaluation.md): Acc@t1, then Acc@t2 after one reflection and one correction.
 
 Two protocols share one run:
 - oracle-gated (the paper's): only problems whose trial 1 the gold verifier marks wrong are reflected on;
@@ -128,7 +128,7 @@ def role_models(cfg: EvaluateConfig) -> dict[str, str]:
 
 def check_models(cfg: EvaluateConfig) -> None:
     """Resolve local model references before anything loads, so a typo fails in a second."""
-    if not is_local(cfg.engine):
+    if not is_local(cfg.engine_name()):
         return  # server engines name models the server knows
     for role, model in role_models(cfg).items():
         try:
@@ -161,7 +161,7 @@ def load_model(model: str, role: str, cfg: EvaluateConfig) -> Backend:
     """Load one model; any failure becomes a one-line error naming the role and the model."""
     option = f"--{role.replace('_', '-')}"
     try:
-        return load_backend(model, cfg.engine, batch_size=cfg.batch_size)
+        return load_backend(model, cfg.engine_name(), **cfg.engine_options())
     except ReflectEvoError as exc:
         first = (str(exc).strip().splitlines() or [""])[0]
         raise type(exc)(f"{option}: {first}") from exc

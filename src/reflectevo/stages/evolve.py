@@ -1,4 +1,4 @@
-"""Self-evolution (SPEC §1 step 7): generate -> curate -> train -> evaluate, iteration after iteration.
+"""Self-evolution (docs/evolution.md): generate -> curate -> train -> evaluate, iteration after iteration.
 
     OUT/plan.json               the plan (also what --dry-run prints)
     OUT/iter_0/validate/        the starting model on the validation split (what the loop decides on)
@@ -34,13 +34,16 @@ from typing import Any, Literal
 from pydantic import Field
 
 from reflectevo.backends.models import DEFAULT_MODEL
-from reflectevo.config import EvaluateConfig, GenerateConfig, StageConfig, build
+from reflectevo.config import EvaluateConfig, GenerateConfig, Section, StageConfig, build
 from reflectevo.errors import InputError
 from reflectevo.progress import console
 from reflectevo.records import TEST_SPLIT
 from reflectevo.runs import RunDir, write_json
-from reflectevo.training.config import SETTINGS, Setting
+from reflectevo.stages.curate import CurateConfig
+from reflectevo.training.config import SETTINGS, Setting, TrainConfig
 
+GenerateSection, CurateSection = Section(GenerateConfig), Section(CurateConfig)
+TrainSection, EvaluateSection = Section(TrainConfig), Section(EvaluateConfig)
 Metric = Literal["acc_t2_oracle", "acc_t2_free", "acc_t1"]
 STAMP = "step.json"
 
@@ -48,28 +51,29 @@ STAMP = "step.json"
 class EvolveConfig(StageConfig):
     """The whole loop in one place; the stage sections override that stage's own settings."""
 
-    task: str
-    out: str
-    model: str = DEFAULT_MODEL
-    setting: Setting = "I"
-    iterations: int = Field(2, ge=1)
+    task: str = Field(description="task name (`reflectevo tasks` lists them) or a task .yaml file")
+    out: str = Field(description="loop directory (iter_k/ folders inside)")
+    model: str = Field(DEFAULT_MODEL, description="starting model: preset or model folder")
+    setting: Setting = Field("I", description="training setting (`reflectevo settings` lists them)")
+    iterations: int = Field(2, ge=1, description="most iterations")
     patience: int = Field(1, ge=1, description="stop after this many iterations without improvement")
     min_delta: float = Field(0.0, ge=0, description="smallest gain of the metric that counts as improvement")
     metric: Metric = Field("acc_t2_oracle", description="what the loop maximises, on the validation split")
-    data: str | None = None
+    data: str | None = Field(None, description="data file that replaces one split of the task (see data_split)")
     data_split: str | None = Field(None, description="the split the data file replaces (default: test_split)")
-    train_split: str = "train"
+    train_split: str = Field("train", description="generation reads it (the model trains on what it yields)")
     validation_split: str = Field("validation", description="decides the best model and the plateau")
     test_split: str = Field("test", description="reported once per model, never decided on")
-    train_limit: int | None = Field(None, ge=1)
-    validation_limit: int | None = Field(None, ge=1)
-    test_limit: int | None = Field(None, ge=1)
-    seed: int = 0
-    cache: str | None = None
-    generate: dict[str, Any] = Field(default_factory=dict)
-    curate: dict[str, Any] = Field(default_factory=dict)
-    train: dict[str, Any] = Field(default_factory=dict)
-    evaluate: dict[str, Any] = Field(default_factory=dict)
+    train_limit: int | None = Field(None, ge=1, description="train problems per iteration (default: all)")
+    validation_limit: int | None = Field(None, ge=1, description="validation problems (default: all)")
+    test_limit: int | None = Field(None, ge=1, description="test problems (default: all)")
+    seed: int = Field(0, description="base seed (iteration k generates with seed + k)")
+    cache: str | None = Field(None, description="SQLite generation cache of every stage")
+    # The stages' own settings, each checked against its stage's config when the file is read.
+    generate: GenerateSection = Field(default_factory=dict, description="generate settings (YAML)")
+    curate: CurateSection = Field(default_factory=dict, description="curate settings (YAML)")
+    train: TrainSection = Field(default_factory=dict, description="train settings (YAML)")
+    evaluate: EvaluateSection = Field(default_factory=dict, description="evaluate settings (YAML)")
 
 
 class Models(StageConfig):
@@ -102,8 +106,6 @@ def generate_config(cfg: EvolveConfig, k: int, models: Models) -> GenerateConfig
 
 
 def curate_config(cfg: EvolveConfig, k: int):
-    from reflectevo.stages.curate import CurateConfig
-
     folder = iter_dir(cfg, k)
     values = {"source": str(folder / "generate"), "out": str(folder / "curate"), "seed": cfg.seed,
               "cache": cfg.cache, **cfg.curate}
@@ -111,8 +113,6 @@ def curate_config(cfg: EvolveConfig, k: int):
 
 
 def train_config(cfg: EvolveConfig, k: int, models: Models):
-    from reflectevo.training import TrainConfig
-
     folder = iter_dir(cfg, k)
     # Setting II's stages are both trained from the current corrector's weights.
     values = {"data": str(folder / "curate"), "setting": cfg.setting, "out": str(folder / "train"),

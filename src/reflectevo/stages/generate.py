@@ -1,4 +1,4 @@
-"""Generation stage (SPEC §1 steps 1-3): trial 1 -> reflections on each failure -> trial 2 per reflection.
+"""Generation stage (docs/architecture.md): trial 1 -> reflections on each failure -> trial 2 per reflection.
 
 Each phase sends all its prompts to the backend at once (batched across problems), through the cache.
 Prompts are captured before generation and stored verbatim; a correction prompt is always built from
@@ -16,7 +16,7 @@ from reflectevo.config import GenerateConfig
 from reflectevo.errors import InputError
 from reflectevo.progress import console, progress_bar
 from reflectevo.prompts import correction_prompt, draw, load_pool, reflection_prompt, select
-from reflectevo.records import Attempt, Episode, Problem, Reflection, episodes_to_jsonl
+from reflectevo.records import Attempt, Episode, Problem, Reflection, episode_counts, episodes_to_jsonl
 from reflectevo.runs import RunDir, write_atomic
 from reflectevo.tasks import Task, get_task
 
@@ -106,29 +106,9 @@ def run_reflections(task: Task, episodes: list[Episode], models: Models, cfg: Ge
         reflection.trial2 = attempt
 
 
-def summarize(episodes: list[Episode]) -> dict:
-    failed = [ep for ep in episodes if not ep.trial1.verdict.correct]
-    reflections = [r for ep in failed for r in ep.reflections]
-    return {
-        "problems": len(episodes),
-        "trial1_correct": sum(ep.trial1.verdict.correct for ep in episodes),
-        "trial1_extraction_failed": sum(ep.trial1.verdict.extraction_failed and not ep.trial1.verdict.truncated
-                                        for ep in episodes),
-        "trial1_truncated": sum(ep.trial1.verdict.truncated for ep in episodes),
-        "trial2_truncated": sum(bool(r.trial2 and r.trial2.verdict.truncated) for r in reflections),
-        "failures": len(failed),
-        "reflections": len(reflections),
-        "trial2_correct": sum(bool(r.trial2 and r.trial2.verdict.correct) for r in reflections),
-        "failures_corrected": sum(any(r.trial2 and r.trial2.verdict.correct for r in ep.reflections)
-                                  for ep in failed),
-    }
-
-
 def open_models(cfg: GenerateConfig) -> tuple[Models, GenerationCache | None]:
     cache = None if cfg.no_cache else GenerationCache(cfg.cache)
-    # --base-url means an OpenAI-compatible server: engine "openai" unless another engine was named.
-    engine = "openai" if cfg.base_url and cfg.engine == "auto" else cfg.engine
-    options = {"batch_size": cfg.batch_size, **({"base_url": cfg.base_url} if cfg.base_url else {})}
+    engine, options = cfg.engine_name(), cfg.engine_options()
     generator = Generator(load_backend(cfg.model, engine, **options), cache)
     reflector = generator
     if cfg.reflector and cfg.reflector != cfg.model:
@@ -138,9 +118,7 @@ def open_models(cfg: GenerateConfig) -> tuple[Models, GenerationCache | None]:
 
 def generate(cfg: GenerateConfig) -> Path:
     """Run the stage and write OUT/episodes.jsonl (atomically) with its config and manifest."""
-    if cfg.base_url and cfg.engine not in ("auto", "openai"):
-        raise InputError(f"setting 'base_url' is for engine 'openai' (an OpenAI-compatible server); engine "
-                         f"{cfg.engine!r} runs the model in this process: drop --base-url or use --engine openai")
+    cfg.engine_name()  # a base URL with an in-process engine fails now
     task = get_task(cfg.task, data_path=cfg.data, data_split=cfg.data_split, few_shot=cfg.few_shot)
     split = generation_split(task, cfg.split)
     problems = load_problems(task, split, cfg.limit)  # bad data fails here, before a model loads
@@ -160,7 +138,7 @@ def generate(cfg: GenerateConfig) -> Path:
                 cache.close()
         out = run.file("episodes.jsonl")
         write_atomic(out, episodes_to_jsonl(episodes))
-        summary = summarize(episodes)
+        summary = episode_counts(episodes)
         summary["engine_tokens"] = models.generator.generated_tokens + (
             models.reflector.generated_tokens if models.reflector is not models.generator else 0)
         run.write_manifest("generate", cfg.model_dump(), task=task.describe(), split=split,

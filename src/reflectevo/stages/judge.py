@@ -1,4 +1,4 @@
-"""Ordering Dpref pairs (SPEC §4): which of two reflections, both followed by a correct trial 2, is better.
+"""Ordering Dpref pairs (docs/curation.md): which of two reflections, both followed by a correct trial 2, is better.
 
 With a judge model (any preset, folder, .gguf or server, through any backend and the generation
 cache) each pair is judged twice, once in each order, against RUBRIC. A pair is ordered by the judge
@@ -18,13 +18,22 @@ rubric version, the votes and the judge's raw replies.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING
+
+from pydantic import BaseModel, Field
 
 from reflectevo.progress import progress_bar
 from reflectevo.records import Episode, Reflection
 
-if TYPE_CHECKING:
-    from reflectevo.stages.curate import CurateConfig
+
+class JudgeOptions(BaseModel):
+    """The judge's settings (a part of CurateConfig)."""
+
+    judge: str | None = Field(None, description="model that orders Dpref pairs (default: judge-free fallback)")
+    judge_engine: str = Field("auto", description="backend engine of the judge")
+    judge_max_tokens: int = Field(256, ge=1, description="max new tokens per judge verdict")
+    judge_batch_size: int = Field(8, ge=1, description="judge requests per engine call")
+    cache: str | None = Field(None, description="SQLite generation cache of the judge")
+    seed: int = Field(0, description="seed of the judge (curate: also of the validation split and the caps)")
 
 RUBRIC_VERSION = "reflectevo.judge/1"
 
@@ -104,7 +113,7 @@ def _imported(ep: Episode, x: Reflection, y: Reflection):
     return None
 
 
-def order_preferences(pairs: list[Pair], cfg: "CurateConfig", judge=None) -> tuple[list[tuple], dict]:
+def order_preferences(pairs: list[Pair], cfg: JudgeOptions, judge=None) -> tuple[list[tuple], dict]:
     """[(episode, chosen, rejected, verdict)] for the pairs that got an order, and a summary.
 
     `judge` is an already open Generator to use instead of loading `cfg.judge`.
@@ -143,7 +152,7 @@ def order_preferences(pairs: list[Pair], cfg: "CurateConfig", judge=None) -> tup
     return ordered, summary
 
 
-def _judge(pairs: list[Pair], cfg: "CurateConfig", judge=None) -> tuple[list, str]:
+def _judge(pairs: list[Pair], cfg: JudgeOptions, judge=None) -> tuple[list, str]:
     """Both readings of every pair in one batched, cached call; (votes per pair, judge model id)."""
     from reflectevo.backends import SamplingParams, load_backend
     from reflectevo.backends.cache import GenerationCache, Generator

@@ -67,7 +67,7 @@ def lora_config(cfg: TrainConfig):
 
 
 def precision(cfg: TrainConfig) -> dict:
-    """Trainer flags. On CPU, bf16 autocast needs `use_cpu=True` and trains ~1.8x faster (RUNTIME.md)."""
+    """Trainer flags. On CPU, bf16 autocast needs `use_cpu=True` and trains ~1.8x faster (docs/training.md)."""
     import torch
 
     cuda = torch.cuda.is_available()

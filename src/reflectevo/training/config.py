@@ -98,16 +98,17 @@ class TrainConfig(StageConfig):
     data: str = Field(description="curated folder (from `reflectevo curate`), or one dataset sub-folder")
     setting: Setting = Field(description="training setting (`reflectevo settings` lists them): I, II, III, IV, "
                                          "V, control")
-    out: str
-    model: str = DEFAULT_MODEL
+    out: str = Field(description="output folder (one folder per trained model: setting II writes OUT/stage1, "
+                                 "OUT/stage2)")
+    model: str = Field(DEFAULT_MODEL, description="model to train: preset or model folder")
     full: bool = Field(False, description="full fine-tuning instead of LoRA")
     # LoRA (paper: r=8, alpha=32)
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(32, ge=1)
-    lora_dropout: float = Field(0.05, ge=0, lt=1)
-    lora_target_modules: str | list[str] = "all-linear"
+    lora_r: int = Field(8, ge=1, description="LoRA rank (paper: 8)")
+    lora_alpha: int = Field(32, ge=1, description="LoRA alpha (paper: 32)")
+    lora_dropout: float = Field(0.05, ge=0, lt=1, description="LoRA dropout")
+    lora_target_modules: str | list[str] = Field("all-linear", description="LoRA target modules (PEFT)")
     # DPO (paper: beta=0.01)
-    beta: float = Field(0.01, gt=0)
+    beta: float = Field(0.01, gt=0, description="DPO beta (paper: 0.01)")
     loss_type: str = Field("sigmoid", description="TRL DPO loss (sigmoid = the DPO paper's loss)")
     # GRPO (setting V): rollouts, reward and KL; see docs/training.md
     num_generations: int = Field(4, ge=2, description="GRPO: completions sampled per prompt (one group)")
@@ -136,30 +137,30 @@ class TrainConfig(StageConfig):
                                                                         "(e.g. scale_rewards, num_iterations)")
     # optimisation
     learning_rate: float | None = Field(None, gt=0, description="default: 1e-4 LoRA, 1e-5 full; DPO /10")
-    epochs: float = Field(3.0, gt=0)
+    epochs: float = Field(3.0, gt=0, description="training epochs")
     max_steps: int = Field(-1, description="stop after this many optimiser steps (-1: run the epochs)")
     batch_size: int = Field(4, ge=1, description="rows per device per step (GRPO: prompts, each sampled "
                                                  "num_generations times)")
-    grad_accum: int = Field(1, ge=1)
+    grad_accum: int = Field(1, ge=1, description="gradient accumulation steps")
     max_length: int = Field(1024, ge=16, description="tokens per row (prompt + completion)")
-    warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    weight_decay: float = Field(0.0, ge=0)
-    lr_scheduler: str = "linear"
+    warmup_ratio: float = Field(0.0, ge=0, lt=1, description="share of steps warming the learning rate up")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay")
+    lr_scheduler: str = Field("linear", description="transformers learning-rate schedule")
     data_order: Literal["random", "sequential"] = Field(
         "random", description="order of training rows (sequential: the file's order, e.g. to compare launches)")
     precision: Literal["auto", "bf16", "fp16", "fp32"] = Field(
         "auto", description="auto: bf16 where supported (CPU and recent GPUs), else fp32")
-    gradient_checkpointing: bool = False
+    gradient_checkpointing: bool = Field(False, description="trade compute for activation memory")
     # logging, evaluation, checkpoints
-    logging_steps: int = Field(10, ge=1)
+    logging_steps: int = Field(10, ge=1, description="log (metrics.jsonl) every N steps")
     eval_steps: int | None = Field(None, ge=1, description="evaluate every N steps (default: at the end)")
-    save_steps: int = Field(200, ge=1)
-    save_total_limit: int = Field(2, ge=1)
+    save_steps: int = Field(200, ge=1, description="checkpoint every N steps")
+    save_total_limit: int = Field(2, ge=1, description="checkpoints kept")
     resume: bool = Field(False, description="continue from the last checkpoint in `out`")
     allow_test_split: bool = Field(False, description="train on rows from a test split (contaminates every "
                                                       "later evaluation on it)")
     merge: bool = Field(True, description="LoRA: also write the merged model folder")
-    seed: int = 0
+    seed: int = Field(0, description="seed of initialisation, data order and sampling")
 
     @property
     def spec(self) -> TrainingSetting:

@@ -14,12 +14,11 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from reflectevo.errors import InputError
-from reflectevo.records import TEST_SPLIT, read_jsonl
-from reflectevo.records_rl import RL_PROMPTS, RLPrompt
+from reflectevo.records import RL_PROMPTS, TEST_SPLIT, RLPrompt, read_jsonl
 from reflectevo.training.config import SETTINGS
 
 #: the columns TRL reads, per trainer kind; provenance columns (episode_id, ...) are dropped. GRPO's reward
-#: reads `problem` (JSON-encoded, see records_rl.py) and `task` too.
+#: reads `problem` (JSON-encoded, see records.RLPrompt) and `task` too.
 COLUMNS = {"sft": ("prompt", "completion"), "dpo": ("prompt", "chosen", "rejected"), "grpo": ("prompt", "problem")}
 KIND_NAMES = {"sft": "prompt/completion rows (SFT, settings I-II)",
               "dpo": "prompt/chosen/rejected pairs (DPO, settings III-IV)",
@@ -47,12 +46,6 @@ class StageData:
     tasks: Counter = field(default_factory=Counter)
     files: dict[str, str] = field(default_factory=dict)  # file -> sha256, for the model card
     judges: dict[str, Any] = field(default_factory=dict)  # GRPO: row task name -> the Task whose verifier rewards
-
-    def datasets(self):
-        from datasets import Dataset
-
-        train = Dataset.from_list(self.train)
-        return train, (Dataset.from_list(self.validation) if self.validation else None)
 
 
 def _rows(folder: Path, split: str) -> tuple[Path, Iterator[tuple[str, dict[str, Any]]]] | None:

@@ -141,11 +141,6 @@ def isolation() -> Isolation:
     return Isolation(prefix=prefix, drop_to_nobody=drop)
 
 
-def network_isolation() -> str:
-    """'namespace' (kernel network namespace + audit hook) or 'audit-hook' (audit hook only)."""
-    return isolation().network
-
-
 def _read_bounded(path: Path, limit: int) -> str:
     try:
         size = path.stat().st_size
