@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[1] / "src" / "reflectevo"
 #: packages and modules of reflectevo, lowest layer first (docs/architecture.md)
 LAYERS = [
     {"errors"},
-    {"records", "registry", "runs", "progress", "options"},
-    {"verify", "prompts", "backends", "config"},
+    {"records", "registry", "runs", "progress"},
+    {"verify", "prompts", "backends", "config", "options"},
     {"tasks", "formats"},
     {"training", "report"},
     {"stages"},

@@ -14,8 +14,6 @@ import pytest
 
 from reflectevo.backends import SamplingParams, load_backend
 from reflectevo.errors import InputError
-from reflectevo.records import Problem
-from reflectevo.records import RLPrompt
 from reflectevo.tasks import get_task
 from reflectevo.training import TrainConfig, train
 from reflectevo.training.metrics import read_metrics

@@ -21,6 +21,7 @@ from pydantic import BaseModel
 from pydantic_core import PydanticUndefined
 from rich.markup import escape
 
+from reflectevo.config import build, load_yaml
 from reflectevo.errors import InputError, ReflectEvoError
 
 
@@ -118,7 +119,6 @@ def stage_command(app: typer.Typer, name: str, config: type[BaseModel], run: Cal
     `extra`: more parameters that are not config fields (name -> (annotation, typer.Option)); their
     values reach `run` as keyword arguments. `before(values)` may adjust the merged values.
     """
-    from reflectevo.config import build, load_yaml
 
     flags = flags or {}
     params, converters = [], {}

@@ -95,7 +95,7 @@ class RunDir:
         write_atomic(self.file("config.yaml"), yaml.safe_dump(config, sort_keys=False, allow_unicode=True))
 
     def write_manifest(self, stage: str, config: dict, **extra: Any) -> None:
-        write_json(self.file(f"manifest.json" if stage == "generate" else f"manifest.{stage}.json"),
+        write_json(self.file("manifest.json" if stage == "generate" else f"manifest.{stage}.json"),
                    manifest(stage, config, **extra))
 
     def log(self, message: str) -> None:

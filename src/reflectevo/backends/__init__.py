@@ -10,6 +10,7 @@ from typing import Callable
 from reflectevo.backends.base import Backend, Completion, SamplingParams
 from reflectevo.backends.models import DEFAULT_MODEL, ModelRef, list_models, resolve
 from reflectevo.errors import BackendError
+from reflectevo.progress import console
 from reflectevo.registry import Registry
 
 
@@ -57,8 +58,6 @@ def load_backend(model: str = DEFAULT_MODEL, engine: str = "auto", **options) ->
         try:
             return factory(model, **options)
         except BackendError as exc:
-            from reflectevo.progress import console
-
             console.print(f"[yellow]engine {name!r} cannot run {model!r} ({exc}); using 'hf'[/yellow]")
             factory = ENGINES.get("hf").obj
     return factory(model, **options)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from reflectevo.backends.base import Backend, Completion, SamplingParams
+from reflectevo.backends.models import home
 from reflectevo.errors import ReflectEvoError
 from reflectevo.records import Messages
 
@@ -41,8 +42,6 @@ CREATE TABLE IF NOT EXISTS completions (
 
 
 def default_cache_path() -> Path:
-    from reflectevo.backends.models import home
-
     return Path(os.environ.get("REFLECTEVO_CACHE") or home() / "generations.sqlite")
 
 

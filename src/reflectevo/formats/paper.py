@@ -25,9 +25,12 @@ from typing import Any, Iterator
 
 from pydantic import ValidationError
 
-from reflectevo.errors import InputError
+from reflectevo.errors import InputError, ReflectEvoError
 from reflectevo.prompts import correction_prompt, test_reflection_prompt
-from reflectevo.records import Attempt, Episode, Reflection, Sampling, Verdict
+from reflectevo.records import (Attempt, Episode, Reflection, Sampling, Verdict, episodes_to_jsonl, read_episodes,
+                                read_jsonl)
+from reflectevo.runs import RunDir, write_atomic
+from reflectevo.tasks import get_task
 
 LAYOUTS = ("raw", "d_plus", "d_pm", "d_pref")
 
@@ -234,9 +237,6 @@ class _Importer:
 
 
 def _is_choice_task(name: str) -> bool:
-    from reflectevo.errors import ReflectEvoError
-    from reflectevo.tasks import get_task
-
     try:
         return get_task(name).answer_type == "choice"
     except ReflectEvoError:
@@ -373,7 +373,6 @@ def export_curated(episodes: list[Episode], curated_dir: Path) -> dict[str, list
     Curated rows name their episode and reflection(s), so the paper rows carry the full records
     (second-trial reasoning and answers) that training rows leave out.
     """
-    from reflectevo.records import read_jsonl
 
     by_id = {ep.id: ep for ep in episodes}
     sources = {"d_plus": "sft_correct", "d_pm": "dpo_contrastive", "d_pref": "dpo_preference"}
@@ -410,8 +409,6 @@ def to_jsonl(rows: list[dict]) -> str:
 
 def import_to_run(path: str | Path, out: str | Path, task: str | None = None, split: str = "paper") -> Path:
     """`reflectevo import`: a paper file -> OUT/episodes.jsonl (curate, stats and train read it)."""
-    from reflectevo.records import episodes_to_jsonl
-    from reflectevo.runs import RunDir, write_atomic
 
     episodes = import_episodes(path, task=task, split=split)  # bad input fails before anything is written
     with RunDir(out) as run:
@@ -428,8 +425,6 @@ EXPORT_FILES = {"raw": "reflection_raw.jsonl", "d_plus": "d_plus.jsonl", "d_pm":
 
 def export_run(source: str | Path, out: str | Path, curated: str | Path | None = None) -> dict[str, Path]:
     """`reflectevo export`: a run's episodes (raw) and curated sets (D+, D±, Dpref) in the paper's layouts."""
-    from reflectevo.records import read_episodes
-    from reflectevo.runs import write_atomic
 
     source = Path(source)
     episodes_file = source / "episodes.jsonl" if source.is_dir() else source

@@ -20,6 +20,7 @@ from typing import Any, Iterable, Sequence
 from reflectevo.errors import InputError
 from reflectevo.records import RESULTS_SCHEMAS, Episode, EvalSample, episode_counts, read_episodes, read_samples
 from reflectevo.report import plots
+from reflectevo.report.paper_metrics import score_paper_raw
 from reflectevo.runs import write_atomic
 
 EXAMPLES_PER_RUN = 6
@@ -374,7 +375,6 @@ def write_report(run_dirs: Sequence[str | Path], out: str | Path | None = None,
         raise InputError("no run directories given")
     runs = [load_run(p) for p in run_dirs]  # every input is checked before anything is written
     _unique_labels(runs)
-    from reflectevo.report.paper_metrics import score_paper_raw
 
     paper_scores = [score_paper_raw(p) for p in paper_raw]
     html_path = Path(out) if out else (runs[0].path / "report.html" if len(runs) == 1 else Path("report.html"))

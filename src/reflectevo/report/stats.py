@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from reflectevo.errors import InputError
-from reflectevo.records import EPISODE_SCHEMA, Episode, episode_counts
+from reflectevo.formats.paper import detect_layout, import_episodes, read_json_objects
+from reflectevo.records import EPISODE_SCHEMA, Episode, episode_counts, read_episodes, read_jsonl
 from reflectevo.runs import write_atomic, write_json
 
 LENGTH_FIELDS = ("question", "turn1", "turn2", "reflection")
@@ -97,8 +98,6 @@ def rows_stats(rows: list[dict]) -> dict[str, Any]:
 
 
 def curated_stats(folder: Path) -> dict[str, Any]:
-    from reflectevo.records import read_jsonl
-
     sets = {}
     for sub in sorted(p for p in folder.iterdir() if p.is_dir()):
         splits = {s: [row for _, row in read_jsonl(sub / f"{s}.jsonl")]
@@ -123,8 +122,6 @@ def compute(path: str | Path) -> tuple[dict[str, Any], Path]:
     path = Path(path)
     if path.is_dir():
         if (path / "episodes.jsonl").is_file():
-            from reflectevo.records import read_episodes
-
             return _tag(episode_stats(read_episodes(path / "episodes.jsonl")), path), path / "stats"
         if any((sub / "train.jsonl").is_file() for sub in path.iterdir() if sub.is_dir()):
             return _tag(curated_stats(path), path), path / "stats"
@@ -140,15 +137,12 @@ def compute(path: str | Path) -> tuple[dict[str, Any], Path]:
         except Exception as exc:  # pyarrow raises many kinds; the user needs one line
             raise InputError(f"{path}: cannot read Parquet ({exc})") from exc
         return _tag(curated_file_stats(path, rows), path), out
-    from reflectevo.formats.paper import detect_layout, import_episodes, read_json_objects
 
     objects = list(read_json_objects(path))
     if not objects:
         raise InputError(f"{path}: empty file")
     line, first = objects[0]
     if first.get("schema") == EPISODE_SCHEMA:
-        from reflectevo.records import read_episodes
-
         return _tag(episode_stats(read_episodes(path)), path), out
     if "prompt" in first and ("completion" in first or "chosen" in first):
         return _tag(curated_file_stats(path, [obj for _, obj in objects]), path), out

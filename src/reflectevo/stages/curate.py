@@ -34,8 +34,10 @@ from typing import Any, Callable, Literal
 
 from pydantic import Field
 
+from reflectevo.backends.models import hf_folder, resolve
 from reflectevo.config import StageConfig
 from reflectevo.errors import InputError, ReflectEvoError
+from reflectevo.formats.paper import detect_layout, import_episodes, read_json_objects
 from reflectevo.progress import console, progress_bar
 from reflectevo.prompts import reflect_and_correct_prompt, test_reflection_prompt
 from reflectevo.prompts.templates import instruction_of
@@ -44,6 +46,7 @@ from reflectevo.records import (CURATED_SCHEMA, DATASETS, EPISODE_SCHEMA, RL_PRO
 from reflectevo.registry import Registry
 from reflectevo.runs import RunDir, write_atomic, write_json
 from reflectevo.stages.judge import JudgeOptions, order_preferences
+from reflectevo.tasks import get_task
 
 DEFAULT_FILTERS = ("no_trial2", "too_short", "too_long", "states_answer", "duplicate", "near_duplicate")
 
@@ -91,7 +94,6 @@ def resolve_source(source: str | Path) -> tuple[Path, Path]:
 
 def load_source(path: Path, task: str | None = None) -> tuple[list[Episode], bool]:
     """(episodes, imported): ours from episodes JSONL, or imported from any of the paper's layouts."""
-    from reflectevo.formats.paper import detect_layout, import_episodes, read_json_objects
 
     line, first = next(iter(read_json_objects(path)), (0, None))  # parses the first object only
     if first is None:
@@ -130,8 +132,6 @@ class TaskInfo:
 
     def task(self, name: str):
         if name not in self._tasks:
-            from reflectevo.tasks import get_task
-
             try:
                 self._tasks[name] = get_task(name)
             except ReflectEvoError:
@@ -319,8 +319,6 @@ def token_counter(tokenizer: str | None) -> Callable[[str], int] | None:
     if not tokenizer:
         return None
     from transformers import AutoTokenizer
-
-    from reflectevo.backends.models import hf_folder, resolve
 
     try:
         tok = AutoTokenizer.from_pretrained(str(hf_folder(resolve(tokenizer))))

@@ -30,7 +30,7 @@ from reflectevo.progress import console, progress_bar
 from reflectevo.prompts import (correction_prompt, reflect_and_correct_prompt, retry_prompt, self_check_prompt,
                                 test_reflection_prompt)
 from reflectevo.records import (RESULTS_SCHEMA, Attempt, Episode, EvalSample, Messages, Problem, Reflection,
-                                SelfCheck, read_samples)
+                                SelfCheck)
 from reflectevo.report.metrics import Outcome, compute_metrics, summary_row
 from reflectevo.runs import RunDir, manifest, write_atomic, write_json
 from reflectevo.tasks import Task, get_task

@@ -37,9 +37,14 @@ from reflectevo.backends.models import DEFAULT_MODEL
 from reflectevo.config import EvaluateConfig, GenerateConfig, Section, StageConfig, build
 from reflectevo.errors import InputError
 from reflectevo.progress import console
-from reflectevo.records import TEST_SPLIT
+from reflectevo.records import TEST_SPLIT, read_samples
+from reflectevo.report.metrics import paired_gain
 from reflectevo.runs import RunDir, write_json
-from reflectevo.stages.curate import CurateConfig
+from reflectevo.stages.curate import CurateConfig, curate
+from reflectevo.stages.evaluate import evaluate, outcome
+from reflectevo.stages.generate import generate
+from reflectevo.tasks import get_task
+from reflectevo.training import train
 from reflectevo.training.config import SETTINGS, Setting, TrainConfig
 
 GenerateSection, CurateSection = Section(GenerateConfig), Section(CurateConfig)
@@ -252,7 +257,6 @@ def metric_of(results: dict, name: Metric, path: Path | str = "results.json") ->
 
 def run_evaluations(cfg: EvolveConfig, k: int, models: Models, keys: dict[str, str]) -> dict[str, dict]:
     """Validation (decides) and test (reports) scores of iteration k's models."""
-    from reflectevo.stages.evaluate import evaluate
 
     scores = {}
     for split in ("validation", "test"):
@@ -270,9 +274,6 @@ def run_evaluations(cfg: EvolveConfig, k: int, models: Models, keys: dict[str, s
 
 def run_iteration(cfg: EvolveConfig, k: int, models: Models, keys: dict[str, str]) -> Models:
     """generate -> curate -> train on the current models; returns the trained models."""
-    from reflectevo.stages.curate import curate
-    from reflectevo.stages.generate import generate
-    from reflectevo.training import train
 
     folder = iter_dir(cfg, k)
     gcfg = generate_config(cfg, k, models)
@@ -319,8 +320,6 @@ def improved(history: list[dict], cfg: EvolveConfig) -> bool:
 
 
 def check_splits(cfg: EvolveConfig) -> None:
-    from reflectevo.tasks import get_task
-
     # Unknown tasks and missing splits fail before any work.
     task = get_task(cfg.task, data_path=cfg.data, data_split=(cfg.data_split or cfg.test_split) if cfg.data else None)
     for split in (cfg.train_split, cfg.validation_split, cfg.test_split):
@@ -384,9 +383,6 @@ def evolve(cfg: EvolveConfig, dry_run: bool = False) -> Path:
 def ship(cfg: EvolveConfig, history: list[dict], best: dict) -> dict:
     """The model the loop would ship, and why, in words a reader can check against evolve.json: its
     validation gain over the starting model, paired by problem, with a 95% interval."""
-    from reflectevo.report.metrics import paired_gain
-    from reflectevo.stages.evaluate import outcome
-    from reflectevo.records import read_samples
 
     start = history[0]
     pct = lambda v: f"{100 * v:.1f}%"  # noqa: E731

@@ -13,7 +13,6 @@ from pathlib import Path
 from reflectevo.backends import SamplingParams, load_backend
 from reflectevo.backends.cache import GenerationCache, Generator
 from reflectevo.config import GenerateConfig
-from reflectevo.errors import InputError
 from reflectevo.progress import console, progress_bar
 from reflectevo.prompts import correction_prompt, draw, load_pool, reflection_prompt, select
 from reflectevo.records import Attempt, Episode, Problem, Reflection, episode_counts, episodes_to_jsonl

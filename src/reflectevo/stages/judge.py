@@ -21,6 +21,8 @@ import re
 
 from pydantic import BaseModel, Field
 
+from reflectevo.backends import SamplingParams, load_backend
+from reflectevo.backends.cache import GenerationCache, Generator
 from reflectevo.progress import progress_bar
 from reflectevo.records import Episode, Reflection
 
@@ -154,8 +156,6 @@ def order_preferences(pairs: list[Pair], cfg: JudgeOptions, judge=None) -> tuple
 
 def _judge(pairs: list[Pair], cfg: JudgeOptions, judge=None) -> tuple[list, str]:
     """Both readings of every pair in one batched, cached call; (votes per pair, judge model id)."""
-    from reflectevo.backends import SamplingParams, load_backend
-    from reflectevo.backends.cache import GenerationCache, Generator
 
     prompts = []
     for ep, x, y in pairs:

@@ -15,6 +15,7 @@ from typing import Any, Iterator
 
 from reflectevo.errors import InputError
 from reflectevo.records import RL_PROMPTS, TEST_SPLIT, RLPrompt, read_jsonl
+from reflectevo.tasks import get_task
 from reflectevo.training.config import SETTINGS
 
 #: the columns TRL reads, per trainer kind; provenance columns (episode_id, ...) are dropped. GRPO's reward
@@ -120,7 +121,6 @@ def _sha256(path: Path) -> str:
 def _judge(where: str, name: str, reward_task: str | None, judges: dict[str, Any]) -> None:
     """Record in `judges` the task that rewards rows of task `name`; a row naming an unknown task fails at
     its line. With `reward_task` every row name maps to that one task (built once)."""
-    from reflectevo.tasks import get_task
 
     if name in judges:
         return

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import yaml
 
+from reflectevo.backends.models import hf_folder, resolve
 from reflectevo.runs import write_atomic
 from reflectevo.training.config import GRPO_FIELDS, SETTINGS, TrainConfig
 from reflectevo.training.data import StageData
@@ -61,8 +62,6 @@ def merge_adapter(adapter: Path, target: Path, tokenizer) -> Path:
     import torch
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
-
-    from reflectevo.backends.models import hf_folder, resolve
 
     ref = resolve(adapter)
     model = AutoModelForCausalLM.from_pretrained(hf_folder(ref), dtype=torch.float32)

@@ -21,7 +21,7 @@ from reflectevo.backends.hf import end_of_turn_ids
 from reflectevo.errors import InputError
 from reflectevo.progress import console
 from reflectevo.runs import RunDir, write_json
-from reflectevo.training import chat
+from reflectevo.training import chat, dpo, grpo, sft
 from reflectevo.training.common import base_name, is_main_process, load_model, load_tokenizer, resolve_base
 from reflectevo.training.config import TrainConfig
 from reflectevo.training.data import StageData, load_setting
@@ -86,7 +86,6 @@ def prompt_budget(cfg: TrainConfig, kind: str) -> int:
 
 def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> dict:
     from datasets import Dataset
-    from reflectevo.training import dpo, grpo, sft
 
     ref = resolve_base(cfg)
     tokenizer = load_tokenizer(ref)
