@@ -82,4 +82,5 @@ def test_evolve_sections_are_typed(tmp_path):
     done = CliRunner().invoke(app, ["evolve", "-c", str(loop), "-o", str(tmp_path / "l"), "--dry-run"])
     assert done.exit_code == 2
     assert "setting 'generate.samples': Input should be greater than or equal to 1" in done.output
-    assert json.loads(EvolveConfig(task="add", out="o", train={"epochs": 1}).model_dump_json())["train"] == {"epochs": 1}
+    dumped = json.loads(EvolveConfig(task="add", out="o", train={"epochs": 1}).model_dump_json())
+    assert dumped["train"] == {"epochs": 1}

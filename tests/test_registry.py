@@ -29,7 +29,8 @@ def test_plugin_task_is_found_through_its_entry_point():
             "task = get_task('primes')\n"
             "train, val, test = (task.load(s) for s in ('train', 'validation', 'test'))\n"
             "print(len(train), len(val), len(test), len(task.read('train')))\n"
-            "print(task.verify(test[0], 'The answer is: 3').correct, task.verify(test[0], 'The answer is: 5').correct)\n")
+            "print(task.verify(test[0], 'The answer is: 3').correct,\n"
+            "      task.verify(test[0], 'The answer is: 5').correct)\n")
     done = run(code, PLUGIN)
     assert done.returncode == 0, done.stderr
     assert "primes" in done.stdout and "the n-th prime number (a plugin task)" in done.stdout

@@ -112,21 +112,20 @@ def option_parameter(name: str, field, flags: list[str], argument: bool) -> tupl
 
 def stage_command(app: typer.Typer, name: str, config: type[BaseModel], run: Callable[[BaseModel], Any], *,
                   section: str, help: str, positional: tuple[str, ...] = (), flags: dict[str, list[str]] | None = None,
-                  hidden: tuple[str, ...] = (), before: Callable[[dict], None] | None = None,
-                  extra: dict[str, tuple[Any, Any]] | None = None):
-    """Register `name` on `app`: its options are `config`'s fields (less `hidden`), plus `--config FILE`.
+                  before: Callable[[dict], None] | None = None, extra: dict[str, tuple[Any, Any]] | None = None):
+    """Register `name` on `app`: its options are `config`'s fields (mappings are YAML-only), plus
+    `--config FILE`. `flags`: extra spellings per field (short aliases, `--on/--off` pairs).
 
     `extra`: more parameters that are not config fields (name -> (annotation, typer.Option)); their
     values reach `run` as keyword arguments. `before(values)` may adjust the merged values.
     """
-
     flags = flags or {}
     params, converters = [], {}
     # Positional arguments, then the stage's own fields, then those of the shared parts (config.py).
     own = config.__annotations__
     order = sorted(config.model_fields.items(), key=lambda item: (item[0] not in positional, item[0] not in own))
     for field_name, field in order:
-        if field_name in hidden or not is_cli_field(field):
+        if not is_cli_field(field):
             continue
         param, convert = option_parameter(field_name, field, flags.get(field_name, []), field_name in positional)
         params.append(param)
@@ -135,8 +134,8 @@ def stage_command(app: typer.Typer, name: str, config: type[BaseModel], run: Cal
         params.append(inspect.Parameter(extra_name, inspect.Parameter.KEYWORD_ONLY, default=option,
                                         annotation=annotation))
     params.append(inspect.Parameter("config_file", inspect.Parameter.KEYWORD_ONLY, annotation=Optional[Path],
-                                    default=typer.Option(None, "--config", "-c",
-                                                         help=f"YAML settings (its `{section}:` section, or the whole file)")))
+                                    default=typer.Option(None, "--config", "-c", help=f"YAML settings (its "
+                                                         f"`{section}:` section, or the whole file)")))
 
     def command(**given):
         config_file = given.pop("config_file")

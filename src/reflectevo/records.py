@@ -4,8 +4,9 @@
     curate   -> SFTRow, PairRow, RLPrompt (one per trainer)            curated sets     reflectevo.curated/1
     evaluate -> EvalSample per problem, results.json                   samples.jsonl    reflectevo.eval-sample/2
 
-Curation, training, evaluation and reports read only these. Every `messages` field holds exactly what the backend received (before the chat template),
-captured before generation, so any record can be replayed and any training row rebuilt from it.
+Curation, training, evaluation and reports read only these. Every `messages` field holds exactly what
+the backend received (before the chat template), captured before generation, so any record can be
+replayed and any training row rebuilt from it.
 """
 
 from __future__ import annotations

@@ -138,7 +138,8 @@ def arith(data_path=None, few_shot: int = 0, data_split: str | None = None) -> G
                    min_digits=1, max_digits=2, data_split=data_split)
 
 
-@register_task("add", "sums of two numbers below 100, number-only answers (reasoning-gym); exact scorer; the evidence task")
+@register_task("add", "sums of two numbers below 100, number-only answers (reasoning-gym); exact scorer; the "
+                      "evidence task")
 def add(data_path=None, few_shot: int = 0, data_split: str | None = None) -> GymTask:
     """Sums of two numbers below 100, answered directly.
 
