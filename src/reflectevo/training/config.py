@@ -18,6 +18,7 @@ from reflectevo.backends.models import DEFAULT_MODEL
 from reflectevo.config import StageConfig
 from reflectevo.registry import Registry
 
+
 @dataclass(frozen=True)
 class Stage:
     """One model a setting trains: its output sub-folder, curated dataset, trainer, and the role it plays."""
@@ -49,8 +50,8 @@ class TrainingSetting:
         return {"generator": str(generator / "model"), "reflector": str(dirs.get("reflector", generator) / "model")}
 
 
-#: training settings by name, in training order of their stages; a plugin adds its own through the
-#: `reflectevo.settings` entry-point group (docs/architecture.md)
+#: training settings by name (each one's stages train in the order given); a plugin adds its own through
+#: the `reflectevo.settings` entry-point group (docs/architecture.md)
 SETTINGS: Registry[TrainingSetting] = Registry("training setting", "reflectevo.training", "reflectevo.settings",
                                                modules=())
 
