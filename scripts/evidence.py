@@ -44,20 +44,18 @@ from reflectevo.stages.curate import CurateConfig, curate
 from reflectevo.stages.evaluate import evaluate, outcome
 from reflectevo.stages.generate import generate
 from reflectevo.training import TrainConfig, train
-from reflectevo.training.config import STAGES
+from reflectevo.training.config import SETTINGS
 
-ONE_STAGE = ("I", "control", "V")  # evaluated in one reply (reflection + corrected answer)
 METRICS = ("acc_t1", "acc_t2_oracle", "acc_t2_free", "acc_t2_retry")
 
 
 def mode_of(setting: str) -> str:
-    return "one-stage" if setting in ONE_STAGE else "two-stage"
+    return SETTINGS.get(setting).obj.evaluation  # each setting is evaluated in the format it trains
 
 
 def models_of(setting: str, train_dir: Path) -> dict:
-    if setting == "II":
-        return {"generator": str(train_dir / "stage2" / "model"), "reflector": str(train_dir / "stage1" / "model")}
-    return {"generator": str(train_dir / "model"), "reflector": None}
+    models = SETTINGS.get(setting).obj.models(train_dir)
+    return {**models, "reflector": None if models["reflector"] == models["generator"] else models["reflector"]}
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -84,19 +82,22 @@ def run_curate(args, source: Path, out: Path) -> Path | None:
     return out
 
 
+def datasets_of(setting: str) -> list[str]:
+    return [stage.dataset for stage in SETTINGS.get(setting).obj.stages]
+
+
 def run_train(args, setting: str, data: Path, out: Path, base_model: str, seed: int) -> Path | None:
     """The trained folder, or None where curation left the setting's data empty."""
-    stages = STAGES[setting]
+    stages = SETTINGS.get(setting).obj.stages
     if data is None:
         return None
-    for _, dataset, _ in stages:
-        rows = data / dataset / "train.jsonl"
+    for stage in stages:
+        rows = data / stage.dataset / "train.jsonl"
         if not rows.is_file() or rows.stat().st_size == 0:
             return None
-    finals = [out / name / "final_metrics.json" if len(stages) > 1 else out / "final_metrics.json"
-              for name, _, _ in stages]
+    finals = [folder / "final_metrics.json" for folder in SETTINGS.get(setting).obj.stage_dirs(out)]
     if not all(f.is_file() for f in finals):
-        kind = stages[0][2]
+        kind = stages[0].trainer
         lr = args.lr / 10 if kind == "dpo" else args.lr  # DPO at the SFT rate hurt badly (docs/evidence.md, run 3)
         train(TrainConfig(data=str(data), setting=setting, out=str(out), model=base_model, seed=seed,
                           learning_rate=lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
@@ -216,7 +217,7 @@ def write_outputs(args, rows: list[dict], notes: list[str], seconds: float, docs
              "| model | seeds | rows | Acc@t1 | Acc@t2 oracle-gated | Acc@t2 oracle-free | reflection value | vs control | "
              "w→r per seed | wall |", "|---|---:|---|---|---|---|---|---|---|---:|"]
     for r in rows:
-        used = "+".join(str(r["rows"].get(d, 0)) for _, d, _ in STAGES[r["setting"]])
+        used = "+".join(str(r["rows"].get(d, 0)) for d in datasets_of(r["setting"]))
         t2 = r["acc_t2_oracle"]
         t2_text = f"{100 * t2['before']:.1f} → {100 * t2['after']:.1f} ({pct(t2)})" if t2 else "–"
         lines.append(f"| {r['label']} | {len(r['models'])} | {used} | {pct(r['acc_t1'])} | {t2_text} | "
@@ -328,7 +329,7 @@ def main() -> None:
             wall = sum(v for k, v in timing.items() if k.startswith(f"{setting}-"))
             done.append(summarise(f"setting {setting}" if setting != "control" else "control (right trial-1 answers)",
                                   setting, base_eval[(mode_of(setting), "test")], folders,
-                                  {d: sizes.get(d, 0) for _, d, _ in STAGES[setting]}, wall,
+                                  {d: sizes.get(d, 0) for d in datasets_of(setting)}, wall,
                                   control=control_test if setting != "control" else None))
         return done
 
@@ -347,7 +348,7 @@ def main() -> None:
             done = step(f"train-{setting}", lambda: run_train(args, setting, data, train_dir, args.model, seed)) \
                 if not args.report_only else (train_dir if train_dir.exists() else None)
             if done is None and not args.report_only:
-                notes.append(f"setting {setting}: not trained, curation left {STAGES[setting][0][1]} empty")
+                notes.append(f"setting {setting}: not trained, curation left {datasets_of(setting)[0]} empty")
                 break
             for split in ("validation", "test"):
                 folder = out / setting / f"seed-{seed}" / f"eval-{split}"

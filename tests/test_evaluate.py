@@ -11,10 +11,9 @@ from typer.testing import CliRunner
 from reflectevo.cli import app
 from reflectevo.config import EvaluateConfig
 from reflectevo.errors import InputError
-from reflectevo.records import Attempt, Episode, Problem, Reflection, Sampling, Verdict
+from reflectevo.records import Attempt, Episode, Problem, Reflection, Sampling, Verdict, read_samples
 from reflectevo.report.metrics import Outcome, compute_metrics, flips
-from reflectevo.stages.evaluate import (EvalSample, SelfCheck, evaluate, outcome, parse_self_check,
-                                        read_samples, split_reflection)
+from reflectevo.stages.evaluate import EvalSample, SelfCheck, evaluate, outcome, parse_self_check, split_reflection
 
 # ------------------------------------------------------------------------------------------ metrics
 
