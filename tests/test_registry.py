@@ -83,3 +83,18 @@ def test_plugin_filter_and_setting_are_found_and_used():
     assert done.returncode == 0, done.stderr
     assert "hedging" in done.stdout and "I-dpo-on-one-stage" in done.stdout
     assert done.stdout.strip().splitlines()[-2:] == ["dpo_contrastive one-stage", "True"]
+
+
+def test_plugin_engine_is_listed_and_generates():
+    code = ("from typer.testing import CliRunner\nfrom reflectevo.cli import app\n"
+            "print(CliRunner().invoke(app, ['models'], env={'COLUMNS': '250'}).output)\n"
+            "from reflectevo.backends import SamplingParams, is_local, load_backend\n"
+            "backend = load_backend('smollm2-135m', 'hf-fp32')\n"
+            "question = [{'role': 'user', 'content': 'What is 2 + 2?'}]\n"
+            "reply = backend.generate([question], SamplingParams(max_tokens=8))\n"
+            "print(is_local('hf-fp32'), backend.cache_identity.split(':')[1], reply[0][0].tokens)\n")
+    done = run(code, PLUGIN)
+    assert done.returncode == 0, done.stderr
+    assert "hf-fp32" in done.stdout and "a plugin engine" in done.stdout
+    local, dtype, tokens = done.stdout.strip().splitlines()[-1].split()
+    assert local == "True" and "float32" in dtype and 0 < int(tokens) <= 8

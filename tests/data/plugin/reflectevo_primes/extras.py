@@ -1,6 +1,7 @@
-"""A curation filter and a training setting from a plugin (entry-point groups reflectevo.filters and
-reflectevo.settings)."""
+"""A curation filter, a training setting and an engine from a plugin (entry-point groups reflectevo.filters,
+reflectevo.settings and reflectevo.engines)."""
 
+from reflectevo.backends import ENGINES, resolve
 from reflectevo.stages.curate import FILTERS
 from reflectevo.training.config import Stage, add_setting
 
@@ -12,3 +13,11 @@ def hedging(reflection, text, ctx) -> bool:
 
 add_setting("I-dpo-on-one-stage", "DPO on D+- pairs, evaluated in one reply", "one-stage",
             Stage("model", "dpo_contrastive", "dpo"))
+
+
+@ENGINES.register("hf-fp32", "transformers in float32 (a plugin engine: the hf backend with one option fixed)",
+                  local=True)
+def hf_fp32(model: str, **options):
+    from reflectevo.backends.hf import HFBackend
+
+    return HFBackend(resolve(model), **{**options, "dtype": "float32"})
