@@ -55,6 +55,7 @@ def load_backend(model: str = DEFAULT_MODEL, engine: str = "auto", **options) ->
     name = default_engine(model) if engine == "auto" else engine
     factory = ENGINES.get(name).obj
     if engine == "auto" and name != "hf":
+        resolve(model)  # a model that is not there is the user's to fix: no engine can run it
         try:
             return factory(model, **options)
         except BackendError as exc:
