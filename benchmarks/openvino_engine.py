@@ -3,6 +3,7 @@
     python benchmarks/openvino_engine.py --problems 32 --max-tokens 64            # speed: HF vs openvino
     python benchmarks/openvino_engine.py --problems 32 --max-tokens 64 --seeds    # + per-sample seeds
     python benchmarks/openvino_engine.py --seeds --no-speed --precision f32       # seeds only, f32
+    python benchmarks/openvino_engine.py --prefix --no-speed                      # shared-prefix warm-up
 
 Speed: each engine in its own process (peak RSS is its own), n=1 greedy and n=4 at temperature 0.8,
 tokens/s and openvino/HF ratios. HF is the default engine's setting (bf16, batch 16).
@@ -12,6 +13,10 @@ tokens/s and openvino/HF ratios. HF is the default engine's setting (bf16, batch
   (ii) four requests per prompt, num_return_sequences=1, rng_seed=seed+i (what the backend does)
 then whether a (prompt, seed) request gives the same text alone as inside the whole batch, and whether
 greedy output is the same alone and in a batch of all prompts.
+
+--prefix (openvino only): the prefill of long prompts (a GSM8K question and a 300-token attempt), each
+distinct prompt once against 4 samples per prompt starting together, with the backend's shared-prefix
+warm-up and without it (max_tokens 1, so the time is the prompts' processing; fresh prompts each time).
 """
 
 from __future__ import annotations
@@ -109,12 +114,44 @@ def seeds(prompts, max_tokens: int, alone: int, precision: str) -> dict:
     return out
 
 
+def prefix(count: int) -> dict:
+    from reflectevo.backends import SamplingParams, load_backend
+    from reflectevo.backends.openvino import OpenVINOBackend
+
+    backend = load_backend("smollm2-135m", "openvino")
+    attempt = "The answer follows from adding the numbers step by step. " * 25
+
+    def prompts(tag: str):
+        return [[{"role": "user", "content": f"{m[-1]['content']}\n\n{tag} Here is an attempt:\n{attempt}"}]
+                for m in prompts_for(count)]
+
+    def timed(tag: str, samples: int) -> float:
+        requests = [(m, SamplingParams(temperature=0.8, max_tokens=1, seed=s)) for m in prompts(tag)
+                    for s in range(samples)]
+        started = time.perf_counter()
+        backend._requests(requests)
+        return time.perf_counter() - started
+
+    timed("warm-up", 1)
+    out = {"prompt_tokens": sum(len(backend.prompt_ids(m)) for m in prompts("a")) / count,
+           "distinct_once_s": timed("a", 1), "x4_with_warmup_s": timed("b", 4)}
+    warm = OpenVINOBackend._warm_prefixes
+    OpenVINOBackend._warm_prefixes = lambda self, prompts: None
+    try:
+        out["x4_without_warmup_s"] = timed("c", 4)
+    finally:
+        OpenVINOBackend._warm_prefixes = warm
+    backend.close()
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--problems", type=int, default=32)
     parser.add_argument("--max-tokens", type=int, default=64)
     parser.add_argument("--seeds", action="store_true", help="also measure the per-sample seed routes")
     parser.add_argument("--precision", default="bf16", choices=["bf16", "f32"], help="the openvino engine's")
+    parser.add_argument("--prefix", action="store_true", help="measure the shared-prefix warm-up")
     parser.add_argument("--no-speed", action="store_true", help="skip the HF vs openvino speed runs")
     parser.add_argument("--alone", type=int, default=8, help="prompts re-run one at a time for the invariance checks")
     args = parser.parse_args()
@@ -126,6 +163,8 @@ def main() -> None:
         report.update(hf_bf16_batch16=hf, openvino=ov, ratio_n1=ov["n1"] / hf["n1"], ratio_n4=ov["n4"] / hf["n4"])
     if args.seeds:
         report["seeds"] = seeds(prompts, args.max_tokens, args.alone, args.precision)
+    if args.prefix:
+        report["prefix"] = prefix(args.problems)
     print(json.dumps(report, indent=1))
 
 

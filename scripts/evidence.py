@@ -22,16 +22,23 @@ setting is credited with reflection only where it beats the control beyond the i
 reflection value is above zero.
 
 Everything is resumable: each step is skipped when its output exists, and generation is cached.
-Results go to docs/evidence/<name>/ (command, evidence.json, evidence_run.md, evidence.png).
+Results go to docs/evidence/<name>/ (command, evidence.json, evidence_run.md, evidence.png), and so,
+as each lands, does what a resumed run needs when the run folder is gone (a new machine): every
+evaluation's per-problem outcomes (`<step>/outcomes.jsonl`, beside its results.json), the shared
+generation's episodes (`base/generate/episodes.jsonl.gz`) and the wall time per step (timing.json).
+Commit that folder and the same command continues on another machine after the last finished step.
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
 import json
 import shlex
+import shutil
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +46,7 @@ import numpy as np
 from reflectevo.config import EvaluateConfig, GenerateConfig, build
 from reflectevo.errors import InputError
 from reflectevo.records import read_samples
-from reflectevo.report.metrics import LEVEL, METRIC_OF
+from reflectevo.report.metrics import LEVEL, METRIC_OF, Outcome
 from reflectevo.stages.curate import CurateConfig, curate
 from reflectevo.stages.evaluate import evaluate, outcome
 from reflectevo.stages.generate import generate
@@ -61,12 +68,14 @@ def models_of(setting: str, train_dir: Path) -> dict:
 # ------------------------------------------------------------------------------------------ steps
 
 def run_generate(args, out: Path, models: dict, seed: int) -> Path:
+    keep_episodes(out)
     if not (out / "episodes.jsonl").is_file():
         generate(build(GenerateConfig, {
             "task": args.task, "out": str(out), "model": models["generator"], "reflector": models.get("reflector"),
             "engine": args.engine, "split": "train", "limit": args.train, "seed": seed, "cache": args.cache,
             "num_instructions": args.instructions, "samples": args.samples, "max_tokens": args.max_tokens,
-            "reflection_max_tokens": args.max_tokens}, "evidence"))
+            "reflection_max_tokens": args.reflection_max_tokens or args.max_tokens}, "evidence"))
+        keep_episodes(out)
     return out
 
 
@@ -106,20 +115,55 @@ def run_train(args, setting: str, data: Path, out: Path, base_model: str, seed: 
 
 
 def run_evaluate(args, out: Path, models: dict, mode: str, split: str) -> Path:
-    if not (out / "samples.jsonl").is_file():
+    if not evaluated(out):
         evaluate(build(EvaluateConfig, {
             "tasks": [args.task], "out": str(out), "generator": models["generator"], "reflector": models.get("reflector"),
             "mode": mode, "engine": args.engine, "split": split,
             "limit": args.validation if split == "validation" else args.test, "seed": 0, "cache": args.cache,
-            "max_tokens": args.max_tokens, "reflection_max_tokens": args.max_tokens,
+            "max_tokens": args.max_tokens, "reflection_max_tokens": args.reflection_max_tokens or args.max_tokens,
             "self_check_max_tokens": 64, "bootstrap": 2000}, "evidence"))
+        outcomes(out)  # kept in docs as soon as it exists
     return out
 
 
 # ------------------------------------------------------------------------------------------ statistics
 
+# The run folder (models, samples, cache) lives outside git and is lost with the machine; what the
+# statistics need is kept in docs/evidence/<name>/ as it lands: each evaluation's per-problem outcomes
+# and the shared generation's episodes. A run on a new machine restores those and resumes after them.
+KEPT: dict[Path, Path] = {}  # run folder -> its twin under docs/evidence/<name>/
+
+
+def kept(folder: Path) -> Path:
+    return KEPT["docs"] / folder.relative_to(KEPT["out"])
+
+
+def evaluated(folder: Path) -> bool:
+    return (folder / "samples.jsonl").is_file() or (kept(folder) / "outcomes.jsonl").is_file()
+
+
 def outcomes(folder: Path) -> dict:
-    return {s.episode.id: outcome(s) for s in read_samples(folder / "samples.jsonl")}
+    saved = kept(folder) / "outcomes.jsonl"
+    if not (folder / "samples.jsonl").is_file():
+        return {row.pop("id"): Outcome(**row) for row in map(json.loads, saved.read_text().splitlines())}
+    found = {s.episode.id: outcome(s) for s in read_samples(folder / "samples.jsonl")}
+    if not saved.is_file():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_text("".join(json.dumps({"id": i, **asdict(o)}) + "\n" for i, o in found.items()))
+        if (folder / "results.json").is_file():
+            shutil.copy(folder / "results.json", saved.parent / "results.json")
+    return found
+
+
+def keep_episodes(folder: Path) -> None:
+    """Restore a generation's episodes from docs (gzip) when the run folder lost them, or keep them there."""
+    episodes, saved = folder / "episodes.jsonl", kept(folder) / "episodes.jsonl.gz"
+    if not episodes.is_file() and saved.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        episodes.write_bytes(gzip.decompress(saved.read_bytes()))
+    elif episodes.is_file() and not saved.is_file():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        saved.write_bytes(gzip.compress(episodes.read_bytes(), mtime=0))
 
 
 def hierarchical_gain(base: dict, trained: list[dict], metric: str, resamples: int = 4000, seed: int = 0) -> dict | None:
@@ -270,7 +314,8 @@ def main() -> None:
     parser.add_argument("--train", type=int, default=200)
     parser.add_argument("--validation", type=int, default=100)
     parser.add_argument("--test", type=int, default=200)
-    parser.add_argument("--max-tokens", type=int, default=256)
+    parser.add_argument("--max-tokens", type=int, default=256, help="trial 1, trial 2 and the retry")
+    parser.add_argument("--reflection-max-tokens", type=int, default=None, help="reflections [--max-tokens]")
     parser.add_argument("--instructions", type=int, default=2)
     parser.add_argument("--samples", type=int, default=2)
     parser.add_argument("--settings", default="I,II,III,V")
@@ -288,6 +333,7 @@ def main() -> None:
     started = time.time()
     out = Path(args.out or f"runs/evidence/{args.name}")
     docs = Path("docs/evidence") / args.name
+    KEPT.update(out=out, docs=docs)
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = args.settings.split(",")
     base_model = {"generator": args.model, "reflector": None}
@@ -295,14 +341,14 @@ def main() -> None:
     data = out / "base" / "curate"
     rows, notes = [], []
     # Wall time per step, kept across invocations (a resumed run adds to what the earlier ones spent).
-    timing_file = out / "timing.json"
+    timing_file = docs / "timing.json"  # kept with the results: a resumed run on a new machine adds to it
     timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
 
     def step(key, fn):
         t0 = time.time()
         result = fn() if not args.report_only else None
         timing[key] = timing.get(key, 0) + time.time() - t0
-        out.mkdir(parents=True, exist_ok=True)
+        timing_file.parent.mkdir(parents=True, exist_ok=True)
         timing_file.write_text(json.dumps(timing, indent=1))
         return result
 
@@ -345,15 +391,16 @@ def main() -> None:
         for seed in seeds:
             t0 = time.time()
             train_dir = out / setting / f"seed-{seed}" / "train"
+            finished = all(evaluated(out / setting / f"seed-{seed}" / f"eval-{split}") for split in ("validation", "test"))
             done = step(f"train-{setting}", lambda: run_train(args, setting, data, train_dir, args.model, seed)) \
-                if not args.report_only else (train_dir if train_dir.exists() else None)
+                if not (args.report_only or finished) else (train_dir if train_dir.exists() or finished else None)
             if done is None and not args.report_only:
                 notes.append(f"setting {setting}: not trained, curation left {datasets_of(setting)[0]} empty")
                 break
             for split in ("validation", "test"):
                 folder = out / setting / f"seed-{seed}" / f"eval-{split}"
                 step(f"eval-{setting}", lambda: run_evaluate(args, folder, models_of(setting, train_dir), mode_of(setting), split))
-                if (folder / "samples.jsonl").is_file():
+                if evaluated(folder):
                     folders[split].append(folder)
             timing[f"{setting}-{seed}"] = timing.get(f"{setting}-{seed}", 0) + time.time() - t0
         trained_dirs[setting] = folders
@@ -379,6 +426,7 @@ def main() -> None:
             folders = []
             for seed in seeds:
                 first = out / best / f"seed-{seed}" / "train"
+                step("iter2", lambda: run_train(args, best, data, first, args.model, seed))  # lost with a machine
                 models = models_of(best, first)
                 it2 = out / f"iter2-{best}" / f"seed-{seed}"
                 t0 = time.time()
@@ -390,7 +438,7 @@ def main() -> None:
                     continue
                 step("iter2", lambda: run_evaluate(args, it2 / "eval-test", models_of(best, it2 / "train"),
                                                    mode_of(best), "test"))
-                if (it2 / "eval-test" / "samples.jsonl").is_file():
+                if evaluated(it2 / "eval-test"):
                     folders.append(it2 / "eval-test")
                 timing[f"iter2-{seed}"] = timing.get(f"iter2-{seed}", 0) + time.time() - t0
             if folders:

@@ -230,3 +230,24 @@ def test_trained_model_greedy_agrees_with_hf(trained_outputs):
 @pytest.mark.slow
 def test_adapter_changes_the_output(trained_outputs):
     assert len(trained_outputs["base"]) - agree(trained_outputs["base"], trained_outputs["adapter"]) >= 10
+
+
+def test_prefix_leaders_groups_shared_prompts():
+    from reflectevo.backends.openvino import prefix_leaders
+
+    shared = tuple(range(100))
+    prompts = [shared + (1,), shared + (2, 3), tuple(range(50)) + (7,) * 60, (9,) * 80, (9,) * 80]
+    # The two prompts sharing 100 tokens form one group, the duplicates another; the prompt sharing
+    # only 50 tokens with them is alone and needs no warming.
+    assert sorted(prefix_leaders(prompts, shared=64)) == sorted([shared + (1,), (9,) * 80])
+    assert prefix_leaders([shared], shared=64) == []
+
+
+def test_shared_prompt_samples_equal_requests_alone(exact):
+    """The n samples of one prompt start together; their prefix is computed once ahead (prefix warm-up),
+    which changes no text at f32: each sample equals its request sent alone."""
+    prompt = episode_prompts()[1]
+    sampled = SamplingParams(temperature=0.8, max_tokens=16, n=4, seed=11)
+    together = [c.text for c in exact.generate([prompt], sampled)[0]]
+    alone = [exact.generate([prompt], sampled.sample(i))[0][0].text for i in range(4)]
+    assert together == alone and len(set(together)) > 1

@@ -24,6 +24,8 @@ from reflectevo.records import Messages
 
 #: end-of-turn tokens of chat models, beside the eos token (the list HFBackend uses)
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
+#: prompt tokens two requests must share for their prefix to be computed once ahead (a few KV blocks)
+SHARED_PREFIX = 64
 
 
 @ENGINES.register("openvino",
@@ -47,7 +49,7 @@ class OpenVINOBackend(Backend):
     inference threads (default: the CPUs this process may use)."""
 
     def __init__(self, ref: ModelRef, precision: str = "bf16", cache_gb: float = 2.0,
-                 max_batched_tokens: int = 2048, threads: int | None = None, batch_size: int = 32, **_ignored):
+                 max_batched_tokens: int = 2048, threads: int | None = None, batch_size: int = 128, **_ignored):
         try:
             import openvino as ov
             import openvino_genai
@@ -163,6 +165,7 @@ class OpenVINOBackend(Backend):
         unique = list(dict.fromkeys(keys))
         inputs = [self._ov.Tensor(np.array([ids], dtype=np.int64)) for ids, _ in unique]
         try:
+            self._warm_prefixes([ids for ids, _ in unique])
             results = self._pipe.generate(inputs, [self._config(p, p.seed) for _, p in unique])
         except RuntimeError as exc:
             raise BackendError(f"OpenVINO generation failed for model {self.name!r}: {one_line(exc)}") from exc
@@ -174,6 +177,24 @@ class OpenVINOBackend(Backend):
             done[key] = self._completion(list(result.m_generation_ids[0]), key[1])
         return [Completion(text=done[k].text, tokens=done[k].tokens, finish_reason=done[k].finish_reason)
                 for k in keys]
+
+    def _warm_prefixes(self, prompts: Sequence[tuple[int, ...]]) -> None:
+        """Compute each shared prompt prefix once before the requests that share it start.
+
+        The engine's prefix cache serves only blocks finished in an earlier step: requests that share a
+        prompt (the n samples of a reflection prompt) or a long prefix (the trial-2 prompts of one failure)
+        and start together each compute it, which made 32 prompts x 4 samples cost 4x the prefill of the
+        32 prompts (measured, docs/backends.md). So one member of each group sharing at least
+        `SHARED_PREFIX` tokens is sent first for one token; the rest then find its blocks cached.
+        """
+        import numpy as np
+
+        first = prefix_leaders(prompts)
+        if not first:
+            return
+        config = self._genai.GenerationConfig()
+        config.max_new_tokens = 1
+        self._pipe.generate([self._ov.Tensor(np.array([ids], dtype=np.int64)) for ids in first], [config] * len(first))
 
     def _completion(self, ids: list[int], params: SamplingParams) -> Completion:
         # The same post-processing as HFBackend.generate: stop at the first end token, decode without
@@ -190,3 +211,21 @@ class OpenVINOBackend(Backend):
 
     def close(self) -> None:
         self._pipe = None
+
+
+def prefix_leaders(prompts: Sequence[tuple[int, ...]], shared: int = SHARED_PREFIX) -> list[tuple[int, ...]]:
+    """One prompt per group of prompts that share at least `shared` leading tokens (groups of one are
+    left out: nothing to share). Sorted order puts prompts with a common prefix next to each other."""
+    groups: list[list] = []
+    for ids in sorted(prompts):
+        if groups and _common(groups[-1][0], ids) >= shared:
+            groups[-1][1] += 1
+        else:
+            groups.append([ids, 1])
+    return [ids for ids, members in groups if members > 1]
+
+
+def _common(a: Sequence[int], b: Sequence[int]) -> int:
+    """Length of the common prefix of two token id sequences."""
+    n = min(len(a), len(b))
+    return next((i for i in range(n) if a[i] != b[i]), n)
