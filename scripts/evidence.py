@@ -131,7 +131,7 @@ def run_evaluate(args, out: Path, models: dict, mode: str, split: str) -> Path:
 # The run folder (models, samples, cache) lives outside git and is lost with the machine; what the
 # statistics need is kept in docs/evidence/<name>/ as it lands: each evaluation's per-problem outcomes
 # and the shared generation's episodes. A run on a new machine restores those and resumes after them.
-KEPT: dict[Path, Path] = {}  # run folder -> its twin under docs/evidence/<name>/
+KEPT: dict[str, Path] = {}  # "out": the run folder, "docs": its twin docs/evidence/<name>/
 
 
 def kept(folder: Path) -> Path:
