@@ -33,32 +33,36 @@ def bf16_bound(parameters: int, threads: int = 2) -> tuple[float, float]:
     a, b = torch.randn(2048, 2048, dtype=torch.bfloat16), torch.randn(2048, 2048, dtype=torch.bfloat16)
     for _ in range(3):
         a @ b
-    best = 0.0
-    for _ in range(5):  # the best of 5: a busy moment lowers the bound, which would flatter the shares
-        rounds, started = 5, time.perf_counter()
+
+    def timed(rounds: int = 5) -> float:
+        started = time.perf_counter()
         for _ in range(rounds):
             a @ b
-        best = max(best, 2 * 2048 ** 3 * rounds / (time.perf_counter() - started) / 1e9)
-    gflops = best
+        return 2 * 2048 ** 3 * rounds / (time.perf_counter() - started) / 1e9
+
+    gflops = max(timed() for _ in range(5))  # the best of 5: a busy moment lowers the bound, flattering the shares
     return gflops, gflops * 1e9 / (2 * parameters)
 
 
-def count_prefill(backend) -> list[int]:
+def count_prefill(backend) -> dict:
     """Count, per engine call, the prompt tokens an ideal prefix cache computes: each distinct prompt's
     tokens after the prefix it shares with the one before it in sorted order. Prefill costs the same
-    2 FLOP per parameter per token as decoding, so this is the other part of the engine's work."""
-    from reflectevo.backends.openvino import _common
+    2 FLOP per parameter per token as decoding, so this is the other part of the engine's work. The
+    counting's own time ("seconds") is kept apart, so the stage's time can leave it out."""
+    from reflectevo.backends.openvino import common_prefix
 
-    total, generate = [0], backend.generate
+    counts, generate = {"tokens": 0, "seconds": 0.0}, backend.generate
 
     def counted(prompts, params):
+        started = time.perf_counter()
         ids = sorted({tuple(backend.tokenizer(backend.render(m), add_special_tokens=False).input_ids)
                       for m in prompts})
-        total[0] += sum(len(b) - (_common(a, b) if a else 0) for a, b in zip([()] + ids, ids))
+        counts["tokens"] += sum(len(b) - common_prefix(a, b) for a, b in zip([()] + ids, ids))
+        counts["seconds"] += time.perf_counter() - started
         return generate(prompts, params)
 
     backend.generate = counted
-    return total
+    return counts
 
 
 def _stage(engine: str, options: dict, cfg_values: dict, limits: tuple[int, int], cache: str, queue) -> None:
@@ -77,8 +81,8 @@ def _stage(engine: str, options: dict, cfg_values: dict, limits: tuple[int, int]
     started = time.perf_counter()
     episodes = run_trial1(task, problems, generator, cfg)
     run_reflections(task, episodes, Models(generator, generator), cfg)
-    seconds = time.perf_counter() - started
-    queue.put({"seconds": seconds, "tokens": generator.generated_tokens, "prefill": prefill[0],
+    seconds = time.perf_counter() - started - prefill["seconds"]
+    queue.put({"seconds": seconds, "tokens": generator.generated_tokens, "prefill": prefill["tokens"],
                "prompts": len(episodes) + 2 * sum(len(ep.reflections) for ep in episodes),
                "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024})
     backend.close()

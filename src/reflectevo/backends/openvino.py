@@ -218,14 +218,14 @@ def prefix_leaders(prompts: Sequence[tuple[int, ...]], shared: int = SHARED_PREF
     left out: nothing to share). Sorted order puts prompts with a common prefix next to each other."""
     groups: list[list] = []
     for ids in sorted(prompts):
-        if groups and _common(groups[-1][0], ids) >= shared:
+        if groups and common_prefix(groups[-1][0], ids) >= shared:
             groups[-1][1] += 1
         else:
             groups.append([ids, 1])
     return [ids for ids, members in groups if members > 1]
 
 
-def _common(a: Sequence[int], b: Sequence[int]) -> int:
+def common_prefix(a: Sequence[int], b: Sequence[int]) -> int:
     """Length of the common prefix of two token id sequences."""
     n = min(len(a), len(b))
     return next((i for i in range(n) if a[i] != b[i]), n)
