@@ -110,7 +110,8 @@ def run_train(args, setting: str, data: Path, out: Path, base_model: str, seed: 
         lr = args.lr / 10 if kind == "dpo" else args.lr  # DPO at the SFT rate hurt badly (docs/evidence.md, run 3)
         train(TrainConfig(data=str(data), setting=setting, out=str(out), model=base_model, seed=seed,
                           learning_rate=lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
-                          logging_steps=5, resume=out.exists(), **({"max_steps": args.rl_steps} if kind == "grpo" else {})))
+                          logging_steps=5, resume=out.exists(), **({"max_steps": args.rl_steps, "max_completion_length": args.rl_max_tokens or args.max_tokens}
+                             if kind == "grpo" else {})))
     return out
 
 
@@ -323,6 +324,8 @@ def main() -> None:
     parser.add_argument("--epochs", type=float, default=3)
     parser.add_argument("--lr", type=float, default=1e-4, help="LoRA rate of SFT (DPO: a tenth)")
     parser.add_argument("--rl-steps", type=int, default=30, help="GRPO steps of setting V")
+    parser.add_argument("--rl-max-tokens", type=int, default=None,
+                        help="setting V: tokens per sampled reply [--max-tokens, the budget it is evaluated at]")
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--no-second-iteration", action="store_true")
