@@ -289,8 +289,10 @@ def duplicate(r: Reflection, text: str, ctx: FilterContext) -> bool:
 
 @FILTERS.register("near_duplicate", "word 3-shingle Jaccard >= near_threshold with a kept one (dedup near)")
 def near_duplicate(r: Reflection, text: str, ctx: FilterContext) -> bool:
-    return ctx.cfg.dedup == "near" and any(jaccard(shingles(text), s) >= ctx.cfg.near_threshold
-                                           for s in ctx.seen_shingles)
+    if ctx.cfg.dedup != "near" or not ctx.seen_shingles:
+        return False
+    mine = shingles(text)  # once, not once per kept reflection
+    return any(jaccard(mine, s) >= ctx.cfg.near_threshold for s in ctx.seen_shingles)
 
 
 def filter_reflections(ep: Episode, cfg: CurateConfig, info: TaskInfo,
