@@ -81,6 +81,8 @@ def Section(cls: type[StageConfig]):  # noqa: N802 - reads as a type in a config
     """A YAML mapping of settings for stage config `cls` (evolve's generate:, train:, ... sections): each key
     must be one of its fields and each value valid for it; required fields are the loop's to fill in."""
 
+    adapters: dict[str, TypeAdapter] = {}  # one per field, built when a section first sets it
+
     def check(values: dict[str, Any]) -> dict[str, Any]:
         for key, value in values.items():
             field = cls.model_fields.get(key)
@@ -88,8 +90,10 @@ def Section(cls: type[StageConfig]):  # noqa: N802 - reads as a type in a config
                 raise PydanticCustomError("section", "{msg}", {"key": key, "msg": f"not a setting of {cls.__name__} "
                                                                f"(known: {', '.join(sorted(cls.model_fields))})"})
             try:
-                kind = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
-                TypeAdapter(kind).validate_python(value)
+                if key not in adapters:
+                    kind = Annotated[field.annotation, *field.metadata] if field.metadata else field.annotation
+                    adapters[key] = TypeAdapter(kind)
+                adapters[key].validate_python(value)
             except ValidationError as exc:
                 raise PydanticCustomError("section", "{msg}", {"key": key, "msg": exc.errors()[0]["msg"]}) from None
         return values
