@@ -112,6 +112,7 @@ def run_train(args, setting: str, data: Path, out: Path, base_model: str, seed: 
                           learning_rate=lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
                           logging_steps=5, resume=out.exists(), **({"max_steps": args.rl_steps, "max_completion_length": args.rl_max_tokens or args.max_tokens}
                              if kind == "grpo" else {})))
+    keep_training_logs(out)
     return out
 
 
@@ -154,6 +155,17 @@ def outcomes(folder: Path) -> dict:
         if (folder / "results.json").is_file():
             shutil.copy(folder / "results.json", saved.parent / "results.json")
     return found
+
+
+def keep_training_logs(train_dir: Path) -> None:
+    """A trained model's curves (metrics.jsonl, final_metrics.json, loss.png, rewards.png) are kept in docs;
+    its weights are not (they are rebuilt by rerunning the step)."""
+    for metrics in train_dir.rglob("final_metrics.json"):
+        for f in metrics.parent.iterdir():
+            if f.is_file() and (f.suffix == ".png" or f.name.endswith("metrics.jsonl") or f == metrics):
+                saved = kept(f)
+                saved.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy(f, saved)
 
 
 def keep_episodes(folder: Path) -> None:

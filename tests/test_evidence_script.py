@@ -1,0 +1,96 @@
+"""scripts/evidence.py: the statistics behind docs/evidence.md's claim, and the state it keeps in docs
+so that a run resumes on a new machine."""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+
+from reflectevo.report.metrics import Outcome
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "evidence.py"
+
+
+@pytest.fixture(scope="module")
+def ev():
+    spec = importlib.util.spec_from_file_location("evidence_script", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def outcomes(t1: list[bool], t2: list[bool], retry: list[bool] | None = None) -> dict[str, Outcome]:
+    retry = retry if retry is not None else t1
+    return {f"p{i}": Outcome("t", a, b, t2_retry=c) for i, (a, b, c) in enumerate(zip(t1, t2, retry))}
+
+
+def test_gain_is_paired_by_problem_and_averaged_over_seeds(ev):
+    n = 40
+    base = outcomes([False] * n, [False] * n)
+    fixed = outcomes([False] * n, [True] * (n // 2) + [False] * (n // 2))
+    gain = ev.hierarchical_gain(base, [fixed, fixed], "acc_t2_oracle", resamples=500)
+    assert gain["gain"] == pytest.approx(0.5) and gain["before"] == 0 and gain["after"] == pytest.approx(0.5)
+    assert gain["shown"] and gain["ci"][0] > 0.25 and gain["per_seed"] == [0.5, 0.5]
+    same = ev.hierarchical_gain(base, [base, base], "acc_t2_oracle", resamples=500)
+    assert same["gain"] == 0 and not same["shown"]
+
+
+def test_interval_covers_training_randomness(ev):
+    # One seed fixes every problem and the other none: the mean gain is 0.5, but it is not shown, since
+    # resampling seeds draws the seed that gained nothing half of the time.
+    n = 60
+    base = outcomes([False] * n, [False] * n)
+    good = outcomes([False] * n, [True] * n)
+    gain = ev.hierarchical_gain(base, [good, base], "acc_t2_oracle", resamples=1000)
+    assert gain["gain"] == pytest.approx(0.5) and gain["ci"][0] == 0 and not gain["shown"]
+    # The same gain from two seeds that agree is shown.
+    half = outcomes([False] * n, [i % 2 == 0 for i in range(n)])
+    assert ev.hierarchical_gain(base, [half, half], "acc_t2_oracle", resamples=1000)["shown"]
+
+
+def test_reflection_value_and_comparison_with_the_control(ev):
+    n = 50
+    reflected = outcomes([False] * n, [True] * 25 + [False] * 25, retry=[True] * 5 + [False] * 45)
+    value = ev.reflection_value([reflected, reflected], resamples=500)
+    assert value["value"] == pytest.approx(0.4) and value["shown"]
+    control = outcomes([False] * n, [True] * 25 + [False] * 25)
+    versus = ev.hierarchical_gain_between([control], [reflected], "acc_t2_oracle", resamples=500)
+    assert versus["gain"] == 0 and not versus["shown"]
+    assert ev.reflection_value([outcomes([False] * 3, [True] * 3, retry=[None] * 3)]) is None
+
+
+def test_state_kept_in_docs_restores_a_lost_run_folder(ev, tmp_path):
+    out, docs = tmp_path / "run", tmp_path / "docs"
+    ev.KEPT.update(out=out, docs=docs)
+    generate = out / "base" / "generate"
+    generate.mkdir(parents=True)
+    (generate / "episodes.jsonl").write_text('{"id": "a"}\n')
+    ev.keep_episodes(generate)
+    kept = docs / "base" / "generate" / "episodes.jsonl.gz"
+    assert gzip.decompress(kept.read_bytes()) == b'{"id": "a"}\n'
+
+    train = out / "I" / "seed-0" / "train"
+    train.mkdir(parents=True)
+    for name in ("final_metrics.json", "metrics.jsonl", "loss.png"):
+        (train / name).write_text(name)
+    (train / "adapter").mkdir()
+    (train / "adapter" / "weights.bin").write_text("large")
+    ev.keep_training_logs(train)
+    assert sorted(p.name for p in (docs / "I" / "seed-0" / "train").iterdir()) == \
+        ["final_metrics.json", "loss.png", "metrics.jsonl"]
+
+    evaluation = out / "base" / "eval-one-stage-test"
+    (docs / "base" / "eval-one-stage-test").mkdir(parents=True)
+    (docs / "base" / "eval-one-stage-test" / "outcomes.jsonl").write_text(
+        json.dumps({"id": "p0", "task": "t", "t1": False, "t2_oracle": True}) + "\n")
+
+    # The machine is gone: the episodes come back, and the evaluation counts as done from docs alone.
+    import shutil
+    shutil.rmtree(out)
+    ev.keep_episodes(generate)
+    assert (generate / "episodes.jsonl").read_text() == '{"id": "a"}\n'
+    assert ev.evaluated(evaluation) and ev.outcomes(evaluation)["p0"].t2_oracle is True
