@@ -52,6 +52,8 @@ from reflectevo.stages.evaluate import evaluate, outcome
 from reflectevo.stages.generate import generate
 from reflectevo.training import TrainConfig, train
 from reflectevo.training.config import SETTINGS
+from reflectevo.training.metrics import METRICS as TRAINING_LOG
+from reflectevo.training.run import FINAL
 
 METRICS = ("acc_t1", "acc_t2_oracle", "acc_t2_free", "acc_t2_retry")
 
@@ -104,14 +106,15 @@ def run_train(args, setting: str, data: Path, out: Path, base_model: str, seed: 
         rows = data / stage.dataset / "train.jsonl"
         if not rows.is_file() or rows.stat().st_size == 0:
             return None
-    finals = [folder / "final_metrics.json" for folder in SETTINGS.get(setting).obj.stage_dirs(out)]
+    finals = [folder / FINAL for folder in SETTINGS.get(setting).obj.stage_dirs(out)]
     if not all(f.is_file() for f in finals):
         kind = stages[0].trainer
         lr = args.lr / 10 if kind == "dpo" else args.lr  # DPO at the SFT rate hurt badly (docs/evidence.md, run 3)
+        # Setting V runs a fixed number of steps, its replies sampled at the budget they are evaluated at.
+        rl = {"max_steps": args.rl_steps, "max_completion_length": args.rl_max_tokens or args.max_tokens}
         train(TrainConfig(data=str(data), setting=setting, out=str(out), model=base_model, seed=seed,
                           learning_rate=lr, epochs=args.epochs, batch_size=args.batch_size, max_length=args.max_length,
-                          logging_steps=5, resume=out.exists(), **({"max_steps": args.rl_steps, "max_completion_length": args.rl_max_tokens or args.max_tokens}
-                             if kind == "grpo" else {})))
+                          logging_steps=5, resume=out.exists(), **(rl if kind == "grpo" else {})))
     keep_training_logs(out)
     return out
 
@@ -160,9 +163,9 @@ def outcomes(folder: Path) -> dict:
 def keep_training_logs(train_dir: Path) -> None:
     """A trained model's curves (metrics.jsonl, final_metrics.json, loss.png, rewards.png) are kept in docs;
     its weights are not (they are rebuilt by rerunning the step)."""
-    for metrics in train_dir.rglob("final_metrics.json"):
-        for f in metrics.parent.iterdir():
-            if f.is_file() and (f.suffix == ".png" or f.name.endswith("metrics.jsonl") or f == metrics):
+    for final in train_dir.rglob(FINAL):  # one per trained stage (setting II has two)
+        for f in final.parent.iterdir():
+            if f.is_file() and (f.suffix == ".png" or f.name in (FINAL, TRAINING_LOG)):
                 saved = kept(f)
                 saved.parent.mkdir(parents=True, exist_ok=True)
                 shutil.copy(f, saved)

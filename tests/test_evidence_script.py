@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import importlib.util
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -89,7 +90,6 @@ def test_state_kept_in_docs_restores_a_lost_run_folder(ev, tmp_path):
         json.dumps({"id": "p0", "task": "t", "t1": False, "t2_oracle": True}) + "\n")
 
     # The machine is gone: the episodes come back, and the evaluation counts as done from docs alone.
-    import shutil
     shutil.rmtree(out)
     ev.keep_episodes(generate)
     assert (generate / "episodes.jsonl").read_text() == '{"id": "a"}\n'
