@@ -171,6 +171,16 @@ def keep_training_logs(train_dir: Path) -> None:
                 shutil.copy(f, saved)
 
 
+def keep_curation(data: Path) -> dict:
+    """The curation summary (rows of every set) of the shared generation, kept in docs so that a summary on
+    a new machine (--report-only) still names the rows each setting trained on."""
+    current, saved = data / "curation.json", KEPT["docs"] / "base" / "curation.json"
+    if current.is_file():
+        saved.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(current, saved)
+    return json.loads(saved.read_text()) if saved.is_file() else {}
+
+
 def keep_episodes(folder: Path) -> None:
     """Restore a generation's episodes from docs (gzip) when the run folder lost them, or keep them there."""
     episodes, saved = folder / "episodes.jsonl", kept(folder) / "episodes.jsonl.gz"
@@ -264,7 +274,9 @@ def pct(e: dict | None, key: str = "gain") -> str:
 
 def write_outputs(args, rows: list[dict], notes: list[str], seconds: float, docs: Path) -> None:
     docs.mkdir(parents=True, exist_ok=True)
-    (docs / "command.txt").write_text(" ".join(shlex.quote(a) for a in [sys.executable.split("/")[-1], *sys.argv]) + "\n")
+    if not args.report_only or not (docs / "command.txt").is_file():
+        command = [a for a in [sys.executable.split("/")[-1], *sys.argv] if a != "--report-only"]
+        (docs / "command.txt").write_text(" ".join(shlex.quote(a) for a in command) + "\n")
     (docs / "evidence.json").write_text(json.dumps({"args": vars(args), "rows": rows, "notes": notes,
                                                     "seconds": seconds}, indent=2))
     lines = [f"# Evidence run `{args.name}` (written by scripts/evidence.py)", "",
@@ -362,12 +374,19 @@ def main() -> None:
     timing_file = docs / "timing.json"  # kept with the results: a resumed run on a new machine adds to it
     timing = json.loads(timing_file.read_text()) if timing_file.is_file() else {}
 
-    def step(key, fn):
-        t0 = time.time()
-        result = fn() if not args.report_only else None
-        timing[key] = timing.get(key, 0) + time.time() - t0
+    def add_time(key, seconds):
+        if args.report_only:  # a summary changes neither the wall times nor the recorded command
+            return
+        timing[key] = timing.get(key, 0) + seconds
         timing_file.parent.mkdir(parents=True, exist_ok=True)
-        timing_file.write_text(json.dumps(timing, indent=1))
+        timing_file.write_text(json.dumps(timing, indent=1))  # at once: a killed run keeps what it spent
+
+    def step(key, fn):
+        if args.report_only:
+            return None
+        t0 = time.time()
+        result = fn()
+        add_time(key, time.time() - t0)
         return result
 
     step("generate", lambda: run_generate(args, gen, base_model, seed=1))
@@ -378,7 +397,7 @@ def main() -> None:
             folder = out / "base" / f"eval-{mode}-{split}"
             step(f"base-{mode}", lambda: run_evaluate(args, folder, base_model, mode, split))
             base_eval[(mode, split)] = folder
-    curation = json.loads((data / "curation.json").read_text()) if (data / "curation.json").is_file() else {}
+    curation = keep_curation(data)
     sizes = {name: d["train"] for name, d in curation.get("datasets", {}).items()}
 
     trained_dirs: dict[str, dict[str, list[Path]]] = {}
@@ -420,7 +439,7 @@ def main() -> None:
                 step(f"eval-{setting}", lambda: run_evaluate(args, folder, models_of(setting, train_dir), mode_of(setting), split))
                 if evaluated(folder):
                     folders[split].append(folder)
-            timing[f"{setting}-{seed}"] = timing.get(f"{setting}-{seed}", 0) + time.time() - t0
+            add_time(f"{setting}-{seed}", time.time() - t0)
         trained_dirs[setting] = folders
 
         report(setting)  # partial results land as each setting finishes
@@ -438,7 +457,10 @@ def main() -> None:
                                      [outcomes(f) for f in folders], "acc_t2_oracle")
             if gain and (best_gain is None or gain["gain"] > best_gain):
                 best, best_gain = setting, gain["gain"]
-        if best is not None:
+        if best is not None and best_gain <= 0:
+            notes.append(f"no second iteration: the best setting on validation, {best}, did not beat the untrained "
+                         f"model there (Acc@t2 gain {100 * best_gain:+.1f} points)")
+        elif best is not None:
             notes.append(f"second iteration: setting {best}, the best on validation "
                          f"(Acc@t2 gain {100 * best_gain:+.1f} points over the untrained model)")
             folders = []
@@ -458,12 +480,10 @@ def main() -> None:
                                                    mode_of(best), "test"))
                 if evaluated(it2 / "eval-test"):
                     folders.append(it2 / "eval-test")
-                timing[f"iter2-{seed}"] = timing.get(f"iter2-{seed}", 0) + time.time() - t0
+                add_time(f"iter2-{seed}", time.time() - t0)
             if folders:
                 rows.append(summarise(f"setting {best}, iteration 2", best, base_eval[(mode_of(best), "test")],
                                       folders, {}, sum(v for k, v in timing.items() if k.startswith("iter2-"))))
-    timing_file.parent.mkdir(parents=True, exist_ok=True)
-    timing_file.write_text(json.dumps(timing, indent=1))
     write_outputs(args, rows, notes, total_seconds(), docs)
     for r in rows:
         print(r["label"], pct(r["acc_t2_oracle"]), "reflection value", pct(r["reflection_value"], "value"),

@@ -84,6 +84,11 @@ def test_state_kept_in_docs_restores_a_lost_run_folder(ev, tmp_path):
     assert sorted(p.name for p in (docs / "I" / "seed-0" / "train").iterdir()) == \
         ["final_metrics.json", "loss.png", "metrics.jsonl"]
 
+    curate = out / "base" / "curate"
+    curate.mkdir(parents=True)
+    (curate / "curation.json").write_text(json.dumps({"datasets": {"sft_one_stage": {"train": 2}}}))
+    assert ev.keep_curation(curate)["datasets"]["sft_one_stage"]["train"] == 2
+
     evaluation = out / "base" / "eval-one-stage-test"
     (docs / "base" / "eval-one-stage-test").mkdir(parents=True)
     (docs / "base" / "eval-one-stage-test" / "outcomes.jsonl").write_text(
@@ -94,3 +99,4 @@ def test_state_kept_in_docs_restores_a_lost_run_folder(ev, tmp_path):
     ev.keep_episodes(generate)
     assert (generate / "episodes.jsonl").read_text() == '{"id": "a"}\n'
     assert ev.evaluated(evaluation) and ev.outcomes(evaluation)["p0"].t2_oracle is True
+    assert ev.keep_curation(curate)["datasets"]["sft_one_stage"]["train"] == 2  # a summary still names the rows
