@@ -11,7 +11,8 @@ iteration) and once on the test split (which only reports). Per setting and trai
     OUT/base/eval-<mode>-<split>                the untrained model, in each evaluation mode
     OUT/<setting>/seed-<s>/train                the trained model(s)
     OUT/<setting>/seed-<s>/eval-<split>         its evaluations (the setting's own mode)
-    OUT/iter2-<setting>/seed-<s>/...            the second iteration of the best setting
+    OUT/iter2-<setting>/seed-<s>/...            the second iteration of the best setting (only where it
+                                                beat the untrained model on validation, as `evolve` stops)
 
 Every evaluation holds Acc@t1, oracle-gated and oracle-free Acc@t2 and the retry without reflection
 (reflection value = Acc@t2 - retry). Gains are paired by problem against the untrained model in the
