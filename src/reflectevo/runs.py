@@ -124,9 +124,19 @@ def git_revision() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (AVX512_BF16 or AMX on x86, read from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            flags = f.read()
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
 def hardware() -> dict[str, Any]:
     info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
-                            "cpus": os.cpu_count()}
+                            "cpus": os.cpu_count(), "cpu_bf16": cpu_has_bf16()}
     try:
         info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):

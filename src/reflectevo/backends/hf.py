@@ -22,6 +22,7 @@ from reflectevo.backends.base import Backend, Completion, Params, SamplingParams
 from reflectevo.backends.models import ModelRef, fingerprint, hf_folder
 from reflectevo.errors import BackendError
 from reflectevo.records import Messages
+from reflectevo.runs import cpu_has_bf16
 
 
 class SeededSampler:
@@ -90,9 +91,14 @@ class HFBackend(Backend):
         self.batch_size = batch_size
         self.bucket = bucket
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        # bf16 is ~6x faster than fp32 for generation on this kind of CPU (docs/backends.md); scoring
-        # log-probabilities should use dtype="float32" (bf16 drifts by up to ~0.4 nats per sequence).
-        torch_dtype = torch.bfloat16 if dtype == "auto" else getattr(torch, dtype)
+        # bf16 is ~6x faster than fp32 for generation on a CPU with native bf16 (docs/backends.md), and
+        # ~95x slower on one without (a 64x576x1536 matmul on an AVX2-only EPYC: 92 ms against 1 ms), so
+        # "auto" takes bf16 only where the CPU has it. Scoring log-probabilities should use
+        # dtype="float32" (bf16 drifts by up to ~0.4 nats per sequence).
+        if dtype == "auto":
+            torch_dtype = torch.bfloat16 if self.device != "cpu" or cpu_has_bf16() else torch.float32
+        else:
+            torch_dtype = getattr(torch, dtype)
         folder = hf_folder(ref)
         try:
             self.tokenizer = AutoTokenizer.from_pretrained(folder, padding_side="left")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from reflectevo.backends.models import PRESETS, ModelRef, hf_folder, resolve
 from reflectevo.errors import BackendError, InputError
+from reflectevo.runs import cpu_has_bf16
 from reflectevo.training.config import TrainConfig
 
 
@@ -73,7 +74,9 @@ def precision(cfg: TrainConfig) -> dict:
     cuda = torch.cuda.is_available()
     choice = cfg.precision
     if choice == "auto":
-        choice = "bf16" if (not cuda or torch.cuda.is_bf16_supported()) else "fp32"
+        # bf16 autocast only where the hardware computes bf16: emulated on an AVX2-only CPU it is ~95x
+        # slower than fp32 (docs/training.md).
+        choice = "bf16" if (torch.cuda.is_bf16_supported() if cuda else cpu_has_bf16()) else "fp32"
     if choice == "fp16" and not cuda:
         raise InputError("precision 'fp16' needs a CUDA GPU; use bf16 or fp32 on CPU")
     return {"bf16": choice == "bf16", "fp16": choice == "fp16", "use_cpu": not cuda}
