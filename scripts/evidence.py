@@ -175,7 +175,8 @@ def keep_training_logs(train_dir: Path) -> None:
 def keep_curation(data: Path) -> dict:
     """The curation summary (rows of every set) of the shared generation, kept in docs so that a summary on
     a new machine (--report-only) still names the rows each setting trained on."""
-    current, saved = data / "curation.json", KEPT["docs"] / "base" / "curation.json"
+    current = data / "curation.json"
+    saved = kept(current)
     if current.is_file():
         saved.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(current, saved)
