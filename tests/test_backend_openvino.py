@@ -247,6 +247,46 @@ def test_prefix_leaders_groups_shared_prompts():
     assert prefix_leaders([shared], shared=64) == []
 
 
+def test_kv_waves_keep_each_wave_inside_the_cache():
+    from reflectevo.backends.openvino import kv_waves
+
+    shared = tuple(range(320))  # 10 whole blocks of 32
+    requests = [(shared + (i,), 64) for i in range(6)] + [((7,) * 100, 28), ((8,) * 5000, 10)]
+    waves = kv_waves(requests, capacity=32 * 40)
+    assert sorted(i for wave in waves for i in wave) == list(range(8))  # every request, once
+    # The first sharing request needs 13 blocks, each further one 3 (its 10 prefix blocks are stored
+    # once): 13 + 3 * 5 = 28 blocks, and the 4-block request, fit 40; the 157-block one goes alone.
+    assert [sorted(w) for w in waves] == [[0, 1, 2, 3, 4, 5, 6], [7]]
+    assert [sorted(w) for w in kv_waves(requests[:6], capacity=32 * 20)] == [[0, 1, 2], [3, 4, 5]]  # 13+3+3, 13+3+3
+    assert kv_waves([], capacity=1000) == []
+
+
+def test_kv_bytes_per_token_from_the_model_config():
+    from reflectevo.backends.openvino import kv_bytes_per_token
+
+    folder = hf_folder(resolve("smollm2-135m"))  # 30 layers, 3 KV heads of 64 dims (576 / 9 heads)
+    assert kv_bytes_per_token(folder, "f32") == 2 * 30 * 3 * 64 * 4
+    assert kv_bytes_per_token(folder, "bf16") == 2 * 30 * 3 * 64 * 2
+
+
+def test_requests_past_the_kv_cache_run_in_waves_with_the_same_text(exact):
+    """More requests than the KV cache holds are sent in waves (no engine preemption); at f32 each
+    request's greedy text is the one it gets in a single wave."""
+    from reflectevo.backends.openvino import kv_waves
+
+    prompts = gsm8k_prompts(8)
+    params = SamplingParams(max_tokens=48)
+    one_wave = [outs[0].text for outs in exact.generate(prompts, params)]
+    kept, small = exact.kv_tokens, 2 * (48 + max(len(exact.prompt_ids(m)) for m in prompts))
+    assert len(kv_waves([(tuple(exact.prompt_ids(m)), 48) for m in prompts], small)) >= 4  # one or two a wave
+    try:
+        exact.kv_tokens = small
+        waves = [outs[0].text for outs in exact.generate(prompts, params)]
+    finally:
+        exact.kv_tokens = kept
+    assert waves == one_wave
+
+
 def test_shared_prompt_samples_equal_requests_alone(exact):
     """The n samples of one prompt start together; their prefix is computed once ahead (prefix warm-up),
     which changes no text at f32: each sample equals its request sent alone."""

@@ -190,29 +190,6 @@ def test_setting_V_trains_logs_rewards_resumes_loads_and_evaluates(rl_dir, tmp_p
     assert results["mode"] == "one-stage" and results["metrics"]["overall"]["acc_t1"]["value"] is not None
 
 
-@pytest.mark.slow
-def test_setting_V_reward_rises_on_add(rl_dir, tmp_path):
-    """A short real run on the `add` failures: the reward of the last steps beats the first steps'.
-
-    The verifier alone is too sparse for a run this short on a CPU: the untrained model's one-stage replies
-    got the sum right in 4 of 1,112 samples of 48 tokens (tests/data/README.md), most of them cut off by
-    the budget before any answer. So this run turns on the documented shaped term `format` (a reply that
-    ends by itself with a reflection before a readable answer), which the model can learn in a few steps:
-    the test shows the whole loop (rollouts, rewards, group advantages, LoRA updates) raising the reward
-    it is given. `correct` is logged beside it, and in this short run it stays near zero (docs/training.md).
-    """
-    out = tmp_path / "V"
-    train(TrainConfig(data=str(rl_dir), setting="V", out=str(out), max_steps=8, batch_size=4, num_generations=4,
-                      max_completion_length=64, learning_rate=2e-3, format_reward=1.0, logging_steps=1,
-                      save_steps=100, precision="fp32", merge=False))
-    logged = [m for m in read_metrics(out) if "reward" in m]
-    assert len(logged) == 8
-    mean = lambda key, part: sum(m[key] for m in part) / len(part)  # noqa: E731
-    assert mean("reward", logged[-3:]) > mean("reward", logged[:3]), [m["reward"] for m in logged]
-    assert mean("rewards/format/mean", logged[-3:]) > mean("rewards/format/mean", logged[:3])
-    assert all("rewards/correct/mean" in m for m in logged)
-
-
 @pytest.fixture()
 def add1():
     """`add1`: sums of two one-digit numbers, an easy generated task registered for this test only."""

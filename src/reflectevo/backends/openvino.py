@@ -1,9 +1,9 @@
 """OpenVINO GenAI backend (the `openvino` extra): ContinuousBatchingPipeline on CPU.
 
 Continuous batching with prefix caching: every sample of every prompt in a call is one request, the
-engine schedules them together and computes a shared prompt prefix once. Models are exported once to
-OpenVINO IR (openvino_export.py); GGUF presets go through their converted HF folder, adapters are
-merged before export.
+engine schedules them together (in waves that fit its KV cache) and computes a shared prompt prefix
+once. Models are exported once to OpenVINO IR (openvino_export.py); GGUF presets go through their
+converted HF folder, adapters are merged before export.
 
 Chat rendering is HFBackend's: the HF tokenizer renders the model's own template and tokenises it with
 `add_special_tokens=False`; the engine gets those token ids, and its output ids are decoded by the same
@@ -12,6 +12,7 @@ tokenizer, so prompts, end-of-turn handling and stop-string cutting follow one p
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import replace
 from typing import Sequence
@@ -26,6 +27,10 @@ from reflectevo.records import Messages
 END_OF_TURN = ("<|im_end|>", "<|eot_id|>", "<|end|>", "<end_of_turn>")
 #: prompt tokens two requests must share for their prefix to be computed once ahead (a few KV blocks)
 SHARED_PREFIX = 64
+#: tokens per KV-cache block of the CPU plugin (a prefix is shared in whole blocks)
+KV_BLOCK = 32
+#: share of the KV cache a wave of requests may plan to fill (the rest is slack for rounding)
+KV_FILL = 0.9
 
 
 @ENGINES.register("openvino",
@@ -45,8 +50,9 @@ def cpu_count() -> int:
 
 class OpenVINOBackend(Backend):
     """`precision`: "bf16" (default; f32 on CPUs without bf16 and with one thread) or "f32", for compute
-    and KV cache. `cache_gb`: KV-cache size; `max_batched_tokens`: tokens per engine step; `threads`:
-    inference threads (default: the CPUs this process may use)."""
+    and KV cache. `cache_gb`: KV-cache size (GiB; a call's requests go in waves that fit it);
+    `max_batched_tokens`: tokens per engine step; `threads`: inference threads (default: the CPUs this
+    process may use)."""
 
     def __init__(self, ref: ModelRef, precision: str = "bf16", cache_gb: float = 2.0,
                  max_batched_tokens: int = 2048, threads: int | None = None, batch_size: int = 128, **_ignored):
@@ -92,6 +98,11 @@ class OpenVINOBackend(Backend):
             raise BackendError(f"OpenVINO cannot load model {ref.name!r} from {self.ir}: {one_line(exc)}") from exc
         self._eos = self._eos_ids(folder)
         self._genai, self._ov = openvino_genai, ov
+        # Requests are sent in waves that fit the KV cache: past it the engine preempts running
+        # requests, and preempted greedy requests came back empty or broken off (docs/backends.md).
+        # cache_size counts GiB (measured: 2 gives 2,146,959,360 bytes).
+        self.kv_tokens = int(KV_FILL * scheduler.cache_size * 2**30 / kv_bytes_per_token(folder, precision))
+        self.scheduler["kv_tokens"] = self.kv_tokens
 
     def _eos_ids(self, folder) -> list[int]:
         from transformers import AutoConfig, GenerationConfig
@@ -110,8 +121,9 @@ class OpenVINOBackend(Backend):
 
     @property
     def cache_identity(self) -> str:
-        # The same weights give other text in another precision or on another engine.
-        return f"OpenVINOBackend:ir-fp16:{self.precision}:{self.fingerprint}"
+        # The same weights give other text in another precision or on another engine. "kv-waves": text
+        # cached before requests went in waves may come from preempted requests (docs/backends.md).
+        return f"OpenVINOBackend:ir-fp16:kv-waves:{self.precision}:{self.fingerprint}"
 
     def describe(self) -> dict:
         return {**super().describe(), "ir": str(self.ir), "weights": "fp16", "precision": self.precision,
@@ -151,7 +163,8 @@ class OpenVINOBackend(Backend):
         return out
 
     def _requests(self, requests: Sequence[tuple[Messages, SamplingParams]]) -> list[Completion]:
-        """One completion per (messages, one-sample params) request, all sent to the engine at once.
+        """One completion per (messages, one-sample params) request, sent to the engine in waves that fit
+        its KV cache (one wave unless the call's worst case outgrows it).
 
         Each request is its own engine request with its own random generator (rng_seed), so which
         requests share the batch does not change the random draws. It can change the logits' rounding:
@@ -163,18 +176,20 @@ class OpenVINOBackend(Backend):
 
         keys = [(tuple(self.prompt_ids(m)), p if p.temperature > 0 else replace(p, seed=0)) for m, p in requests]
         unique = list(dict.fromkeys(keys))
-        inputs = [self._ov.Tensor(np.array([ids], dtype=np.int64)) for ids, _ in unique]
-        try:
-            self._warm_prefixes([ids for ids, _ in unique])
-            results = self._pipe.generate(inputs, [self._config(p, p.seed) for _, p in unique])
-        except RuntimeError as exc:
-            raise BackendError(f"OpenVINO generation failed for model {self.name!r}: {one_line(exc)}") from exc
         done = {}
-        for key, result in zip(unique, results):
-            if not result.m_generation_ids:
-                raise BackendError(f"OpenVINO dropped a request for model {self.name!r}; "
-                                   "is the prompt longer than the KV cache (cache_gb)?")
-            done[key] = self._completion(list(result.m_generation_ids[0]), key[1])
+        for wave in kv_waves([(ids, p.max_tokens) for ids, p in unique], self.kv_tokens):
+            members = [unique[i] for i in wave]
+            inputs = [self._ov.Tensor(np.array([ids], dtype=np.int64)) for ids, _ in members]
+            try:
+                self._warm_prefixes([ids for ids, _ in members])
+                results = self._pipe.generate(inputs, [self._config(p, p.seed) for _, p in members])
+            except RuntimeError as exc:
+                raise BackendError(f"OpenVINO generation failed for model {self.name!r}: {one_line(exc)}") from exc
+            for key, result in zip(members, results):
+                if not result.m_generation_ids:
+                    raise BackendError(f"OpenVINO dropped a request for model {self.name!r}: its prompt "
+                                       f"({len(key[0])} tokens) does not fit the KV cache (cache_gb)")
+                done[key] = self._completion(list(result.m_generation_ids[0]), key[1])
         return [Completion(text=done[k].text, tokens=done[k].tokens, finish_reason=done[k].finish_reason)
                 for k in keys]
 
@@ -211,6 +226,37 @@ class OpenVINOBackend(Backend):
 
     def close(self) -> None:
         self._pipe = None
+
+
+def kv_bytes_per_token(folder, precision: str) -> int:
+    """KV-cache bytes one token takes: keys and values of every layer, from the model's config.json."""
+    config = json.loads((folder / "config.json").read_text())
+    heads = config["num_attention_heads"]
+    head_dim = config.get("head_dim") or config["hidden_size"] // heads
+    kv_heads = config.get("num_key_value_heads") or heads
+    return 2 * config["num_hidden_layers"] * kv_heads * head_dim * (2 if precision == "bf16" else 4)
+
+
+def kv_waves(requests: Sequence[tuple[tuple[int, ...], int]], capacity: int, block: int = KV_BLOCK) -> list[list[int]]:
+    """Indices of (prompt ids, max new tokens) requests in waves whose worst case fits `capacity` tokens.
+
+    A request may take its prompt plus max new tokens, in whole blocks; the whole blocks of the prompt
+    prefix it shares with the request before it (sorted order puts sharing prompts side by side) are
+    stored once. A request bigger than the cache goes alone, and the engine drops it (an error above).
+    """
+    waves: list[list[int]] = []
+    used, previous = 0, ()
+    for i in sorted(range(len(requests)), key=lambda i: requests[i][0]):
+        ids, new = requests[i]
+        whole = -(-(len(ids) + new) // block)
+        need = whole - common_prefix(previous, ids) // block if used else whole
+        if not waves or used + need > capacity // block:
+            waves.append([])
+            used, need = 0, whole
+        waves[-1].append(i)
+        used += need
+        previous = ids
+    return waves
 
 
 def prefix_leaders(prompts: Sequence[tuple[int, ...]], shared: int = SHARED_PREFIX) -> list[tuple[int, ...]]:
