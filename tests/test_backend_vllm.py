@@ -2,6 +2,8 @@
 
 vLLM pins its own transformers, so these tests run in their own virtualenv (.ci/run makes it:
 .venv-vllm, `python -m pytest -m vllm tests/test_backend_vllm.py`); elsewhere they skip, saying why.
+Every engine here starts eager (REFLECTEVO_VLLM_EAGER, `--enforce-eager`): vLLM's torch.compile warm-up
+took 220 s of each start on a 2-core CPU against 53 s eager, and this file starts seven engines.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import pytest
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="vLLM is not installed here (it runs in its own environment: docs/backends.md)")
+os.environ["REFLECTEVO_VLLM_EAGER"] = "1"
 
 from reflectevo.backends import SamplingParams, load_backend  # noqa: E402
 
@@ -35,7 +38,7 @@ def vllm_backend():
 
 def test_generate_samples_seeds_stops_and_prefix_caching(vllm_backend):
     described = vllm_backend.describe()
-    assert described["prefix_caching"] is True and described["platform"] in ("cpu", "gpu")
+    assert described["prefix_caching"] is True and described["platform"] in ("cpu", "gpu") and described["eager"]
     params = SamplingParams(temperature=1.0, max_tokens=16, n=3, seed=5)
     first = vllm_backend.generate([QUESTION, COUNT], params)
     assert [len(o) for o in first] == [3, 3]
@@ -125,7 +128,7 @@ def serve(folder: str, port: int) -> subprocess.Popen:
                              "--host", "127.0.0.1", "--port", str(port),
                              "--served-model-name", "smollm2-135m", "--max-model-len", "4096",
                              "--max-num-seqs", "1", "--no-enable-prefix-caching",
-                             "--gpu-memory-utilization", "0.13"],
+                             "--gpu-memory-utilization", "0.13", "--enforce-eager"],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
 
 
@@ -142,7 +145,7 @@ def wait_ready(port: int, timeout: float = 900) -> None:
 
 def generate(urls: list[str], out, cache) -> subprocess.Popen:
     env = {**os.environ, "REFLECTEVO_NO_PROGRESS": "1", "REFLECTEVO_CACHE": str(cache)}
-    return subprocess.Popen([sys.executable, "-m", "reflectevo.cli", "generate", "--task", "add", "--limit", "24",
+    return subprocess.Popen([sys.executable, "-m", "reflectevo.cli", "generate", "--task", "add", "--limit", "12",
                              "--max-tokens", "24", "--reflection-max-tokens", "24", "-k", "1", "--samples", "2",
                              "--model", "smollm2-135m", "--base-url", ",".join(urls), "--batch-size", "8",
                              "--out", str(out)], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
