@@ -21,12 +21,18 @@ import pytest
 
 pytestmark = pytest.mark.vllm
 pytest.importorskip("vllm", reason="vLLM is not installed here (it runs in its own environment: docs/backends.md)")
-os.environ["REFLECTEVO_VLLM_EAGER"] = "1"
-
 from reflectevo.backends import SamplingParams, load_backend  # noqa: E402
 
 QUESTION = [{"role": "user", "content": "What is 2 + 2? Answer with a number."}]
 COUNT = [{"role": "user", "content": "Count from 1 to 20, separated by commas."}]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def eager():
+    """Every engine of this file (and the CLI processes it starts) eager; other files keep vLLM's default."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("REFLECTEVO_VLLM_EAGER", "1")
+        yield
 
 
 @pytest.fixture(scope="module")
