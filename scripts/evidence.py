@@ -28,6 +28,11 @@ as each lands, does what a resumed run needs when the run folder is gone (a new 
 evaluation's per-problem outcomes (`<step>/outcomes.jsonl`, beside its results.json), the shared
 generation's episodes (`base/generate/episodes.jsonl.gz`) and the wall time per step (timing.json).
 Commit that folder and the same command continues on another machine after the last finished step.
+The run's generation cache is kept there too (`cache/part-NNNN.jsonl.gz`, the completions added since the
+last part), so the step in flight resumes from its last cached batch rather than from its start;
+`--report-only` keeps the cache as well, from another shell while the run goes on, which is how a long
+step's partial work is committed before a session ends. (A machine whose engine computes in another
+precision has other cache keys and regenerates.)
 """
 
 from __future__ import annotations
@@ -44,6 +49,8 @@ from pathlib import Path
 
 import numpy as np
 
+from reflectevo.backends.base import Completion
+from reflectevo.backends.cache import GenerationCache
 from reflectevo.config import EvaluateConfig, GenerateConfig, build
 from reflectevo.errors import InputError
 from reflectevo.records import read_samples
@@ -192,6 +199,57 @@ def keep_episodes(folder: Path) -> None:
     elif episodes.is_file() and not saved.is_file():
         saved.parent.mkdir(parents=True, exist_ok=True)
         saved.write_bytes(gzip.compress(episodes.read_bytes(), mtime=0))
+
+
+def cache_parts() -> list[Path]:
+    return sorted((KEPT["docs"] / "cache").glob("part-*.jsonl.gz"))
+
+
+def read_part(part: Path) -> list[dict]:
+    return [json.loads(line) for line in gzip.decompress(part.read_bytes()).decode().splitlines()]
+
+
+def restore_cache(path: Path) -> int:
+    """Put the completions kept in docs back into the run's cache (on a new machine); how many were new."""
+    parts = cache_parts()
+    if not parts:
+        return 0
+    cache = GenerationCache(path)
+    try:
+        before = cache.count()
+        for part in parts:
+            by_model: dict[str, list] = {}
+            for r in read_part(part):
+                by_model.setdefault(r["model"], []).append(
+                    (r["key"], Completion(text=r["text"], tokens=r["tokens"], finish_reason=r["finish_reason"])))
+            for model, items in by_model.items():
+                cache.put_many(items, model)
+        return cache.count() - before
+    finally:
+        cache.close()
+
+
+def keep_cache(path: Path) -> int:
+    """Keep in docs, as one new part, the cached completions that no kept part holds; how many."""
+    if not path.is_file():
+        return 0
+    parts = cache_parts()
+    known = {r["key"] for part in parts for r in read_part(part)}
+    cache = GenerationCache(path)
+    try:
+        new = [{"key": key, "text": c.text, "tokens": c.tokens, "finish_reason": c.finish_reason, "model": model}
+               for key, c, model in cache.items() if key not in known]
+    finally:
+        cache.close()
+    if new:
+        number = int(parts[-1].name.split("-")[1].split(".")[0]) + 1 if parts else 1
+        part = KEPT["docs"] / "cache" / f"part-{number:04d}.jsonl.gz"
+        part.parent.mkdir(parents=True, exist_ok=True)
+        temporary = part.with_suffix(".tmp")
+        temporary.write_bytes(gzip.compress("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new).encode(),
+                                            mtime=0))
+        temporary.rename(part)  # a part is whole or absent
+    return len(new)
 
 
 def hierarchical_gain(base: dict, trained: list[dict], metric: str, resamples: int = 4000, seed: int = 0) -> dict | None:
@@ -358,14 +416,19 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=4)
     parser.add_argument("--max-length", type=int, default=1024)
     parser.add_argument("--no-second-iteration", action="store_true")
-    parser.add_argument("--cache", default=None)
-    parser.add_argument("--report-only", action="store_true", help="summarise what is done, run nothing")
+    parser.add_argument("--cache", default=None, help="generation cache [OUT/generations.sqlite]")
+    parser.add_argument("--report-only", action="store_true",
+                        help="summarise what is done and keep the cache's new completions in docs, run nothing")
     args = parser.parse_args()
 
     started = time.time()
     out = Path(args.out or f"runs/evidence/{args.name}")
     docs = Path("docs/evidence") / args.name
     KEPT.update(out=out, docs=docs)
+    args.cache = args.cache or str(out / "generations.sqlite")  # the run's own: its whole content is kept
+    cache = Path(args.cache)
+    if not args.report_only and (restored := restore_cache(cache)):
+        print(f"restored {restored} completions into {cache} from {docs / 'cache'}")
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = args.settings.split(",")
     base_model = {"generator": args.model, "reflector": None}
@@ -387,9 +450,14 @@ def main() -> None:
         if args.report_only:
             return None
         t0 = time.time()
-        result = fn()
-        add_time(key, time.time() - t0)
-        return result
+        try:
+            return fn()
+        finally:  # a failed or interrupted step keeps what it generated too
+            add_time(key, time.time() - t0)
+            keep_cache(cache)
+
+    if args.report_only:
+        keep_cache(cache)
 
     step("generate", lambda: run_generate(args, gen, base_model, seed=1))
     step("curate", lambda: run_curate(args, gen, data))

@@ -100,3 +100,31 @@ def test_state_kept_in_docs_restores_a_lost_run_folder(ev, tmp_path):
     assert (generate / "episodes.jsonl").read_text() == '{"id": "a"}\n'
     assert ev.evaluated(evaluation) and ev.outcomes(evaluation)["p0"].t2_oracle is True
     assert ev.keep_curation(curate)["datasets"]["sft_one_stage"]["train"] == 2  # a summary still names the rows
+
+
+def test_the_generation_cache_is_kept_in_parts_and_restored_on_a_new_machine(ev, tmp_path):
+    from reflectevo.backends.base import Completion
+    from reflectevo.backends.cache import GenerationCache
+
+    ev.KEPT.update(out=tmp_path / "run", docs=tmp_path / "docs")
+    path = tmp_path / "run" / "generations.sqlite"
+    cache = GenerationCache(path)
+    cache.put_many([("k1", Completion("one", 3, "stop")), ("k2", Completion("twö", 5, "length"))], "m")
+    cache.close()
+    assert ev.keep_cache(path) == 2 and ev.keep_cache(path) == 0  # nothing new: no empty part
+    cache = GenerationCache(path)
+    cache.put_many([("k3", Completion("three", 1, "stop"))], "other")  # the step in flight, a batch later
+    cache.close()
+    assert ev.keep_cache(path) == 1
+    parts = ev.cache_parts()
+    assert [p.name for p in parts] == ["part-0001.jsonl.gz", "part-0002.jsonl.gz"]
+    assert [r["key"] for r in ev.read_part(parts[1])] == ["k3"]
+
+    # The machine is gone; the same command restores every completion, each under its own model.
+    shutil.rmtree(tmp_path / "run")
+    assert ev.restore_cache(path) == 3 and ev.restore_cache(path) == 0
+    cache = GenerationCache(path)
+    got = {key: (c.text, c.tokens, c.finish_reason, model) for key, c, model in cache.items()}
+    cache.close()
+    assert got == {"k1": ("one", 3, "stop", "m"), "k2": ("twö", 5, "length", "m"), "k3": ("three", 1, "stop", "other")}
+    assert ev.keep_cache(path) == 0  # what came back from docs is not kept twice

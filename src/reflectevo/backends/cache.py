@@ -22,7 +22,7 @@ import sqlite3
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 from reflectevo.backends.base import Backend, Completion, SamplingParams
 from reflectevo.backends.models import home
@@ -101,6 +101,12 @@ class GenerationCache:
             if self.db.in_transaction:
                 self.db.execute("ROLLBACK")
             raise ReflectEvoError(f"generation cache {self.path}: cannot write ({exc})") from exc
+
+    def items(self) -> Iterator[tuple[str, Completion, str]]:
+        """Every stored (key, completion, model), oldest first: what a copy of the cache elsewhere needs."""
+        for key, text, tokens, reason, model in self.db.execute(
+                "SELECT key, text, tokens, finish_reason, model FROM completions ORDER BY created, key"):
+            yield key, Completion(text=text, tokens=tokens, finish_reason=reason), model
 
     def count(self) -> int:
         return self.db.execute("SELECT COUNT(*) FROM completions").fetchone()[0]
