@@ -55,6 +55,7 @@ from reflectevo.config import EvaluateConfig, GenerateConfig, build
 from reflectevo.errors import InputError
 from reflectevo.records import read_samples
 from reflectevo.report.metrics import LEVEL, METRIC_OF, Outcome
+from reflectevo.runs import write_atomic
 from reflectevo.stages.curate import CurateConfig, curate
 from reflectevo.stages.evaluate import evaluate, outcome
 from reflectevo.stages.generate import generate
@@ -243,12 +244,8 @@ def keep_cache(path: Path) -> int:
         cache.close()
     if new:
         number = int(parts[-1].name.split("-")[1].split(".")[0]) + 1 if parts else 1
-        part = KEPT["docs"] / "cache" / f"part-{number:04d}.jsonl.gz"
-        part.parent.mkdir(parents=True, exist_ok=True)
-        temporary = part.with_suffix(".tmp")
-        temporary.write_bytes(gzip.compress("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new).encode(),
-                                            mtime=0))
-        temporary.rename(part)  # a part is whole or absent
+        write_atomic(KEPT["docs"] / "cache" / f"part-{number:04d}.jsonl.gz",  # a part is whole or absent
+                     gzip.compress("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new).encode(), mtime=0))
     return len(new)
 
 
