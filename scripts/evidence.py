@@ -5,7 +5,8 @@
 
 One generation of the untrained model on the train split feeds every setting (and the control); each
 trained model is evaluated once on the validation split (which chooses the best setting and its second
-iteration) and once on the test split (which only reports). Per setting and training seed:
+iteration) and once on the test split (which only reports). Training goes seed by seed (the control and
+every setting at seed 0, then at seed 1, ...), so a run cut short still compares them on equal seeds:
 
     OUT/base/generate, OUT/base/curate          the shared episodes and curated sets
     OUT/base/eval-<mode>-<split>                the untrained model, in each evaluation mode
@@ -484,15 +485,20 @@ def main() -> None:
         return done
 
     def report(last: str) -> None:
-        write_outputs(args, summary_rows(), notes + [f"(partial: settings up to {last} done)"],
+        write_outputs(args, summary_rows(), notes + [f"(partial: done up to {last})"],
                       total_seconds(), docs)
 
     def total_seconds() -> float:
         return sum(v for k, v in timing.items() if not (k.split("-")[-1].isdigit()))
 
-    for setting in ["control"] + settings:
-        folders = {"validation": [], "test": []}
-        for seed in seeds:
+    # Seed-major: a run cut short has every setting (and the control) at the seeds it reached, so its
+    # partial table already pairs each setting with the control on the same training seeds.
+    untrainable: set[str] = set()
+    for seed in seeds:
+        for setting in ["control"] + settings:
+            if setting in untrainable:
+                continue
+            folders = trained_dirs.setdefault(setting, {"validation": [], "test": []})
             t0 = time.time()
             train_dir = out / setting / f"seed-{seed}" / "train"
             finished = all(evaluated(out / setting / f"seed-{seed}" / f"eval-{split}") for split in ("validation", "test"))
@@ -500,16 +506,15 @@ def main() -> None:
                 if not (args.report_only or finished) else (train_dir if train_dir.exists() or finished else None)
             if done is None and not args.report_only:
                 notes.append(f"setting {setting}: not trained, curation left {datasets_of(setting)[0]} empty")
-                break
+                untrainable.add(setting)
+                continue
             for split in ("validation", "test"):
                 folder = out / setting / f"seed-{seed}" / f"eval-{split}"
                 step(f"eval-{setting}", lambda: run_evaluate(args, folder, models_of(setting, train_dir), mode_of(setting), split))
                 if evaluated(folder):
                     folders[split].append(folder)
             add_time(f"{setting}-{seed}", time.time() - t0)
-        trained_dirs[setting] = folders
-
-        report(setting)  # partial results land as each setting finishes
+            report(f"{setting} at seed {seed}")  # partial results land as each trained model is evaluated
 
     rows = summary_rows()
 
