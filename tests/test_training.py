@@ -112,6 +112,7 @@ def test_setting_I_lora_learns_resumes_and_loads(curated_dir, tmp_path):
     train(TrainConfig(max_steps=6, resume=True, **cfg))
     steps = [m["step"] for m in read_metrics(out) if "loss" in m]
     assert steps == list(range(1, 7))
+    assert all(0.1 < m["peak_memory_gib"] < 24 for m in read_metrics(out))  # the 135M model: ~1-2 GiB
     assert_learned(out)
     state = json.loads((out / "checkpoints" / "checkpoint-6" / "trainer_state.json").read_text())
     assert state["global_step"] == 6
@@ -218,6 +219,33 @@ def test_metrics_log_survives_a_run_killed_mid_append(tmp_path):
     (tmp_path / "metrics.jsonl").write_text('{"step": 1, "lo\n{"step": 2, "loss": 1.0}\n')
     with pytest.raises(json.JSONDecodeError):  # damage in the middle is not a crash artefact: say so
         read_metrics(tmp_path)
+
+
+def test_training_near_the_memory_limit_says_so_before_the_kernel_kills_it(tmp_path, capsys):
+    """A process killed for memory dies without an error line; the warning comes while it still can."""
+    from types import SimpleNamespace
+
+    from reflectevo.runs import memory_limit, peak_memory
+    from reflectevo.training import metrics
+
+    limit = memory_limit()
+    assert limit and peak_memory() < limit  # this test process is alive, so under its limit
+    assert metrics.memory_warning(peak_memory(), limit, checkpointing=False) is None
+    near = metrics.memory_warning(int(0.9 * limit), limit, checkpointing=False)
+    assert "killed it for memory" in near and "--gradient-checkpointing" in near
+    assert "--gradient-checkpointing" not in metrics.memory_warning(limit, limit, checkpointing=True)
+
+    log = metrics.MetricsLog(tmp_path, "test")
+    state, args = SimpleNamespace(global_step=1), SimpleNamespace(gradient_checkpointing=False)
+    log.on_step_end(args, state, None)
+    assert "killed" not in capsys.readouterr().err  # rich's console writes to stderr
+    metrics.NEAR_LIMIT = peak_memory() / limit / 2  # now this process is "near" its limit
+    try:
+        log.on_step_end(args, state, None)
+        log.on_step_end(args, state, None)
+    finally:
+        metrics.NEAR_LIMIT = 0.85
+    assert " ".join(capsys.readouterr().err.split()).count("killed it for memory") == 1  # once, not each step
 
 
 def test_control_setting_trains_on_right_trial1_answers(tmp_path):

@@ -25,6 +25,7 @@ from reflectevo.backends.base import Backend, Completion, Params, SamplingParams
 from reflectevo.backends.models import ModelRef, fingerprint, hf_folder, resolve
 from reflectevo.errors import BackendError
 from reflectevo.records import Messages
+from reflectevo.runs import memory_limit
 
 
 @ENGINES.register("vllm",
@@ -132,4 +133,4 @@ class VLLMBackend(Backend):
 
 
 def _memory_gb() -> float:
-    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30
+    return (memory_limit() or 16 * 2**30) / 2**30

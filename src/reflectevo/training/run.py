@@ -4,7 +4,8 @@ Layout of OUT (setting II has one such folder per stage, OUT/stage1 and OUT/stag
     adapter/          LoRA adapter (adapter_config.json names a base that `models.resolve` finds)
     model/            full HF model folder (LoRA merged in): load it with any backend by path
     checkpoints/      Trainer checkpoints (resume with --resume) and trainer_state.json
-    metrics.jsonl     every logged value: loss, eval_loss, DPO rewards/margins and accuracies, GRPO reward, ...
+    metrics.jsonl     every logged value: loss, eval_loss, DPO rewards/margins and accuracies, GRPO reward, ...,
+                      and the process's peak memory (peak_memory_gib)
     loss.png          the loss curve (and DPO reward margins)
     rewards.png       setting V: reward per step (mean +- std over the step's rollouts, and per reward term)
     final_metrics.json, README.md (the model card)
@@ -33,12 +34,17 @@ OUTPUTS = ("checkpoints", "adapter", "model", FINAL)
 
 
 def _quiet_library_bars() -> None:
-    """Our own progress bar shows the steps; the libraries' per-phase bars would only add noise."""
+    """Our own progress bar shows the steps; the libraries' per-phase bars would only add noise. So would
+    a deprecation that is theirs to act on: PEFT and TRL still read transformers 5's renamed
+    `is_gradient_checkpointing`, a FutureWarning on every trained model that a user can do nothing about."""
+    import warnings
+
     import datasets
     from transformers.utils import logging as hf_logging
 
     datasets.disable_progress_bars()
     hf_logging.disable_progress_bar()
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 def plan(cfg: TrainConfig) -> list[tuple[str, StageData, Path]]:
