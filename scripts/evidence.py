@@ -13,7 +13,7 @@ every setting at seed 0, then at seed 1, ...), so a run cut short still compares
     OUT/<setting>/seed-<s>/train                the trained model(s)
     OUT/<setting>/seed-<s>/eval-<split>         its evaluations (the setting's own mode)
     OUT/iter2-<setting>/seed-<s>/...            the second iteration of the best setting (only where it
-                                                beat the untrained model on validation, as `evolve` stops)
+                                                beat the untrained model and the control on validation)
 
 Every evaluation holds Acc@t1, oracle-gated and oracle-free Acc@t2 and the retry without reflection
 (reflection value = Acc@t2 - retry). Gains are paired by problem against the untrained model in the
@@ -39,6 +39,7 @@ precision has other cache keys and regenerates.)
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip
 import json
 import shlex
@@ -232,12 +233,17 @@ def restore_cache(path: Path) -> int:
         cache.close()
 
 
+@functools.cache
+def _part_keys(part: Path) -> frozenset:
+    return frozenset(r["key"] for r in read_part(part))  # a part never changes once written (whole or absent)
+
+
 def keep_cache(path: Path) -> int:
     """Keep in docs, as one new part, the cached completions that no kept part holds; how many."""
     if not path.is_file():
         return 0
     parts = cache_parts()
-    known = {r["key"] for part in parts for r in read_part(part)}
+    known = set().union(*(_part_keys(part) for part in parts))
     cache = GenerationCache(path)
     try:
         new = [{"key": key, "text": c.text, "tokens": c.tokens, "finish_reason": c.finish_reason, "model": model}
@@ -320,6 +326,30 @@ def hierarchical_gain_between(first: list[dict], second: list[dict], metric: str
     low, high = np.percentile(means, [tail, 100 - tail])
     value = float(b.mean() - a.mean())
     return {"gain": value, "ci": [float(low), float(high)], "shown": bool(low > 0)}
+
+
+def choose_second_iteration(validation: dict[str, tuple[dict, list[dict]]], control: list[dict]) -> tuple[str | None, str | None]:
+    """The setting to iterate, and why (or why none): the one with the largest validation Acc@t2 gain
+    over the untrained model, iterated only where it beat the untrained model and the control there.
+    A setting that plain self-training matches has shown nothing a second round could build on.
+    `validation`: per setting, (the untrained model's outcomes in its mode, each seed's outcomes)."""
+    best, best_gain = None, None
+    for setting, (base, trained) in validation.items():
+        gain = hierarchical_gain(base, trained, "acc_t2_oracle") if trained else None
+        if gain and (best_gain is None or gain["gain"] > best_gain):
+            best, best_gain = setting, gain["gain"]
+    if best is None:
+        return None, None
+    if best_gain <= 0:
+        return None, (f"no second iteration: the best setting on validation, {best}, did not beat the untrained "
+                      f"model there (Acc@t2 gain {100 * best_gain:+.1f} points)")
+    vs_control = hierarchical_gain_between(control, validation[best][1], "acc_t2_oracle")["gain"] if control else None
+    if vs_control is not None and vs_control <= 0:
+        return None, (f"no second iteration: the best setting on validation, {best}, did not beat the control "
+                      f"there (Acc@t2 {100 * vs_control:+.1f} points against it)")
+    return best, (f"second iteration: setting {best}, the best on validation (Acc@t2 gain {100 * best_gain:+.1f} "
+                  f"points over the untrained model" + (f", {100 * vs_control:+.1f} over the control)"
+                                                       if vs_control is not None else ")"))
 
 
 # ------------------------------------------------------------------------------------------ output
@@ -524,21 +554,14 @@ def main() -> None:
 
     # The second iteration of the best setting, chosen on validation (never on test).
     if not args.no_second_iteration:
-        best, best_gain = None, None
-        for setting in settings:
-            folders = trained_dirs.get(setting, {}).get("validation", [])
-            if not folders:
-                continue
-            gain = hierarchical_gain(outcomes(base_eval[(mode_of(setting), "validation")]),
-                                     [outcomes(f) for f in folders], "acc_t2_oracle")
-            if gain and (best_gain is None or gain["gain"] > best_gain):
-                best, best_gain = setting, gain["gain"]
-        if best is not None and best_gain <= 0:
-            notes.append(f"no second iteration: the best setting on validation, {best}, did not beat the untrained "
-                         f"model there (Acc@t2 gain {100 * best_gain:+.1f} points)")
-        elif best is not None:
-            notes.append(f"second iteration: setting {best}, the best on validation "
-                         f"(Acc@t2 gain {100 * best_gain:+.1f} points over the untrained model)")
+        best, note = choose_second_iteration(
+            {setting: (outcomes(base_eval[(mode_of(setting), "validation")]),
+                       [outcomes(f) for f in trained_dirs.get(setting, {}).get("validation", [])])
+             for setting in settings if trained_dirs.get(setting, {}).get("validation")},
+            [outcomes(f) for f in trained_dirs.get("control", {}).get("validation", [])])
+        if note:
+            notes.append(note)
+        if best is not None:
             folders = []
             for seed in seeds:
                 first = out / best / f"seed-{seed}" / "train"

@@ -128,3 +128,20 @@ def test_the_generation_cache_is_kept_in_parts_and_restored_on_a_new_machine(ev,
     cache.close()
     assert got == {"k1": ("one", 3, "stop", "m"), "k2": ("twö", 5, "length", "m"), "k3": ("three", 1, "stop", "other")}
     assert ev.keep_cache(path) == 0  # what came back from docs is not kept twice
+
+
+def test_second_iteration_needs_a_setting_that_beat_the_untrained_model_and_the_control(ev):
+    n = 40
+    base = outcomes([False] * n, [False] * n)
+    quarter = outcomes([False] * n, [True] * (n // 4) + [False] * (3 * n // 4))
+    half = outcomes([False] * n, [True] * (n // 2) + [False] * (n // 2))
+    # II beats the untrained model more than I does, and beats the control: II is iterated.
+    best, note = ev.choose_second_iteration({"I": (base, [quarter]), "II": (base, [half, half])}, [quarter])
+    assert best == "II" and "+50.0 points over the untrained model" in note and "+25.0 over the control" in note
+    # The same gains, but self-training matched them: nothing to iterate.
+    best, note = ev.choose_second_iteration({"I": (base, [quarter]), "II": (base, [half])}, [half, half])
+    assert best is None and "did not beat the control" in note and "II" in note
+    # No setting beat the untrained model.
+    best, note = ev.choose_second_iteration({"I": (base, [base])}, [])
+    assert best is None and "did not beat the untrained model" in note
+    assert ev.choose_second_iteration({}, []) == (None, None)

@@ -124,14 +124,26 @@ def git_revision() -> str | None:
     return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
-def cpu_has_bf16() -> bool:
-    """Native bf16 arithmetic on this CPU (AVX512_BF16 or AMX on x86, read from /proc/cpuinfo)."""
+def _cpuinfo() -> str:
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
-            flags = f.read()
+            return f.read()
     except OSError:
-        return False
+        return ""  # not Linux: no flags known
+
+
+def cpu_has_bf16() -> bool:
+    """Native bf16 arithmetic on this CPU (AVX512_BF16 or AMX on x86, read from /proc/cpuinfo)."""
+    flags = _cpuinfo()
     return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def cpu_model() -> str | None:
+    """The CPU's name ("AMD EPYC 9R14 ..."): wall times in results files compare only on the same CPU."""
+    for line in _cpuinfo().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip() or None
+    return platform.processor() or None
 
 
 def memory_limit() -> int | None:
@@ -158,8 +170,8 @@ def peak_memory() -> int:
 
 
 def hardware() -> dict[str, Any]:
-    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(),
-                            "cpus": os.cpu_count(), "cpu_bf16": cpu_has_bf16()}
+    info: dict[str, Any] = {"platform": platform.platform(), "machine": platform.machine(), "cpu": cpu_model(),
+                            "cpus": os.cpu_count(), "cpu_bf16": cpu_has_bf16(), "cpu_amx": " amx_tile" in _cpuinfo()}
     try:
         info["memory_gb"] = round(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 2**30, 1)
     except (ValueError, OSError):
