@@ -555,9 +555,8 @@ def main() -> None:
     # The second iteration of the best setting, chosen on validation (never on test).
     if not args.no_second_iteration:
         best, note = choose_second_iteration(
-            {setting: (outcomes(base_eval[(mode_of(setting), "validation")]),
-                       [outcomes(f) for f in trained_dirs.get(setting, {}).get("validation", [])])
-             for setting in settings if trained_dirs.get(setting, {}).get("validation")},
+            {setting: (outcomes(base_eval[(mode_of(setting), "validation")]), [outcomes(f) for f in folders])
+             for setting in settings if (folders := trained_dirs.get(setting, {}).get("validation"))},
             [outcomes(f) for f in trained_dirs.get("control", {}).get("validation", [])])
         if note:
             notes.append(note)
