@@ -159,6 +159,13 @@ def evaluated(folder: Path) -> bool:
     return (folder / "samples.jsonl").is_file() or (kept(folder) / "outcomes.jsonl").is_file()
 
 
+def evaluated_seeds(out: Path, setting: str, split: str, seeds: list[int]) -> list[Path]:
+    """The evaluated trained models of a setting, in seed order, read from the run folder or docs: a
+    resumed run's partial table then holds the seeds an earlier sitting finished beyond this one's."""
+    folders = (out / setting / f"seed-{seed}" / f"eval-{split}" for seed in seeds)
+    return [f for f in folders if evaluated(f)]
+
+
 def outcomes(folder: Path) -> dict:
     saved = kept(folder) / "outcomes.jsonl"
     if not (folder / "samples.jsonl").is_file():
@@ -502,13 +509,14 @@ def main() -> None:
     curation = keep_curation(data)
     sizes = {name: d["train"] for name, d in curation.get("datasets", {}).items()}
 
-    trained_dirs: dict[str, dict[str, list[Path]]] = {}
+    def evaluations(setting: str, split: str) -> list[Path]:
+        return evaluated_seeds(out, setting, split, seeds)
 
     def summary_rows() -> list[dict]:
-        control_test = [outcomes(f) for f in trained_dirs.get("control", {}).get("test", [])]
+        control_test = [outcomes(f) for f in evaluations("control", "test")]
         done = []
         for setting in ["control"] + settings:
-            folders = trained_dirs.get(setting, {}).get("test", [])
+            folders = evaluations(setting, "test")
             if not folders:
                 continue
             wall = sum(v for k, v in timing.items() if k.startswith(f"{setting}-"))
@@ -532,7 +540,6 @@ def main() -> None:
         for setting in ["control"] + settings:
             if setting in untrainable:
                 continue
-            folders = trained_dirs.setdefault(setting, {"validation": [], "test": []})
             t0 = time.time()
             train_dir = out / setting / f"seed-{seed}" / "train"
             finished = all(evaluated(out / setting / f"seed-{seed}" / f"eval-{split}") for split in ("validation", "test"))
@@ -545,8 +552,6 @@ def main() -> None:
             for split in ("validation", "test"):
                 folder = out / setting / f"seed-{seed}" / f"eval-{split}"
                 step(f"eval-{setting}", lambda: run_evaluate(args, folder, models_of(setting, train_dir), mode_of(setting), split))
-                if evaluated(folder):
-                    folders[split].append(folder)
             add_time(f"{setting}-{seed}", time.time() - t0)
             report(f"{setting} at seed {seed}")  # partial results land as each trained model is evaluated
 
@@ -556,8 +561,8 @@ def main() -> None:
     if not args.no_second_iteration:
         best, note = choose_second_iteration(
             {setting: (outcomes(base_eval[(mode_of(setting), "validation")]), [outcomes(f) for f in folders])
-             for setting in settings if (folders := trained_dirs.get(setting, {}).get("validation"))},
-            [outcomes(f) for f in trained_dirs.get("control", {}).get("validation", [])])
+             for setting in settings if (folders := evaluations(setting, "validation"))},
+            [outcomes(f) for f in evaluations("control", "validation")])
         if note:
             notes.append(note)
         if best is not None:

@@ -189,8 +189,21 @@ def test_filters_are_a_named_ordered_list():
     _, reordered = curate_episodes([ep], cfg(filters=["near_duplicate", "duplicate", "too_short"]))
     assert reordered["reflections_dropped"] == {"near_duplicate": 1, "too_short": 1}
     with pytest.raises(InputError, match=r"setting 'filters': unknown curation filter 'dedupe'; known curation "
-                                         r"filters: duplicate, near_duplicate, no_trial2"):
+                                         r"filters: cut_off, duplicate, near_duplicate, no_trial2"):
         curate_episodes([ep], cfg(filters=["dedupe"]))
+
+
+def test_cut_off_reflections_are_counted_and_dropped_on_request():
+    """A reflection cut by max_tokens is kept by default and counted; the `cut_off` filter drops it."""
+    ep = episode(reflections=[(GOOD, True, "a"), (OTHER, True, "b"), (BAD, False, "c")])
+    ep.reflections[0].finish_reason = ep.reflections[2].finish_reason = "length"
+    sets, counts = curate_episodes([ep], cfg(validation=0))
+    assert counts["cut_off"] == {"reflections": 2, "corrected": 1} and counts["reflections_kept"] == 3
+    assert [r["reflection_index"] for r in sets["sft_reflect"]["train"]] == [0, 1]
+    sets, counts = curate_episodes([ep], cfg(validation=0, filters=["cut_off", "too_short"]))
+    assert counts["reflections_dropped"] == {"cut_off": 2} and counts["cut_off"] == {"reflections": 0, "corrected": 0}
+    assert [r["reflection_index"] for r in sets["sft_reflect"]["train"]] == [1]
+    assert sets["dpo_contrastive"]["train"] == []  # its only negative was cut
 
 
 def test_dedup_keeps_the_copy_that_corrected_the_answer():

@@ -101,6 +101,13 @@ def test_state_kept_in_docs_restores_a_lost_run_folder(ev, tmp_path):
     assert ev.evaluated(evaluation) and ev.outcomes(evaluation)["p0"].t2_oracle is True
     assert ev.keep_curation(curate)["datasets"]["sft_one_stage"]["train"] == 2  # a summary still names the rows
 
+    # A resumed run at seed 1 still reports seed 2, finished in an earlier sitting (kept in docs only).
+    (out / "I" / "seed-0" / "eval-test").mkdir(parents=True)
+    (out / "I" / "seed-0" / "eval-test" / "samples.jsonl").write_text("")
+    (docs / "I" / "seed-2" / "eval-test").mkdir(parents=True)
+    (docs / "I" / "seed-2" / "eval-test" / "outcomes.jsonl").write_text("")
+    assert ev.evaluated_seeds(out, "I", "test", [0, 1, 2]) == [out / "I" / f"seed-{s}" / "eval-test" for s in (0, 2)]
+
 
 def test_the_generation_cache_is_kept_in_parts_and_restored_on_a_new_machine(ev, tmp_path):
     from reflectevo.backends.base import Completion
