@@ -277,7 +277,7 @@ def too_long(r: Reflection, text: str, ctx: FilterContext) -> bool:
     return bool(ctx.cfg.max_tokens and ctx.count_tokens and ctx.count_tokens(text) > ctx.cfg.max_tokens)
 
 
-@FILTERS.register("cut_off", "cut by the reflection's max_tokens (not a default: see docs/curation.md)")
+@FILTERS.register("cut_off", "reached max_tokens, so it ends mid-thought (opt-in: docs/curation.md)")
 def cut_off(r: Reflection, text: str, ctx: FilterContext) -> bool:
     # A cut reflection teaches thoughts that never end. Off by default: for Qwen2.5-Coder-1.5B on GSM8K
     # train, cut and finished reflections led to a right trial 2 alike (22/438 vs 18/386), and dropping
