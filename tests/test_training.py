@@ -221,6 +221,17 @@ def test_metrics_log_survives_a_run_killed_mid_append(tmp_path):
         read_metrics(tmp_path)
 
 
+def test_peak_memory_restarts_at_each_training():
+    """An evidence run generates and evaluates before it trains in one process; training's peak is its own."""
+    from reflectevo.runs import peak_memory, reset_peak_memory
+
+    block = b"x" * (512 * 2**20)  # written, so resident; freed, it goes back to the system (mmap)
+    high = peak_memory()
+    del block
+    reset_peak_memory()
+    assert peak_memory() < high - 256 * 2**20
+
+
 def test_training_near_the_memory_limit_says_so_before_the_kernel_kills_it(tmp_path, capsys):
     """A process killed for memory dies without an error line; the warning comes while it still can."""
     from types import SimpleNamespace

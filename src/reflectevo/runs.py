@@ -164,11 +164,25 @@ def memory_limit() -> int | None:
 
 
 def peak_memory() -> int:
-    """Bytes: this process's peak resident memory so far (Linux reports KiB, macOS bytes)."""
-    import resource
+    """Bytes: this process's peak resident memory since it started or since reset_peak_memory()."""
+    try:  # Linux: VmHWM, which reset_peak_memory() can lower (ru_maxrss only ever grows)
+        with open("/proc/self/status", encoding="ascii") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        import resource
 
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    return peak if sys.platform == "darwin" else peak * 1024
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
+
+
+def reset_peak_memory() -> None:
+    """Restart peak_memory() from the current resident size, so that a training step's peak is its own and
+    not an earlier stage's in the same process (an evidence run generates, evaluates, then trains)."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as f:
+            f.write("5")  # 5: reset the peak resident set size (Linux >= 4.0); touches nothing else
+    except OSError:
+        pass  # not Linux, or not allowed: the peak then counts from the process start
 
 
 def hardware() -> dict[str, Any]:

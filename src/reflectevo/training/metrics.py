@@ -9,7 +9,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 
 from reflectevo.progress import console, progress_bar
-from reflectevo.runs import memory_limit, peak_memory, write_atomic
+from reflectevo.runs import memory_limit, peak_memory, reset_peak_memory, write_atomic
 
 METRICS = "metrics.jsonl"
 NEAR_LIMIT = 0.85  # share of the memory limit past which a training step may be killed by the kernel's OOM killer
@@ -55,6 +55,7 @@ class MetricsLog(TrainerCallback):
         self._warned = False
 
     def on_train_begin(self, args, state, control, **kwargs):
+        reset_peak_memory()  # the warning and peak_memory_gib measure this training, not earlier stages
         if not state.is_world_process_zero:
             return
         # After a resume, drop lines logged past the checkpoint by the interrupted run: no duplicates.

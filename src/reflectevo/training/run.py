@@ -5,7 +5,7 @@ Layout of OUT (setting II has one such folder per stage, OUT/stage1 and OUT/stag
     model/            full HF model folder (LoRA merged in): load it with any backend by path
     checkpoints/      Trainer checkpoints (resume with --resume) and trainer_state.json
     metrics.jsonl     every logged value: loss, eval_loss, DPO rewards/margins and accuracies, GRPO reward, ...,
-                      and the process's peak memory (peak_memory_gib)
+                      and peak memory since training began (peak_memory_gib)
     loss.png          the loss curve (and DPO reward margins)
     rewards.png       setting V: reward per step (mean +- std over the step's rollouts, and per reward term)
     final_metrics.json, README.md (the model card)
