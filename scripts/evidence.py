@@ -10,7 +10,9 @@ every setting at seed 0, then at seed 1, ...), so a run cut short still compares
 
     OUT/base/generate, OUT/base/curate          the shared episodes and curated sets
     OUT/base/eval-<mode>-<split>                the untrained model, in each evaluation mode
-    OUT/<setting>/seed-<s>/train                the trained model(s)
+    OUT/<setting>/seed-<s>/train                the trained model(s); with --no-second-iteration each merged
+                                                model and its OpenVINO IR are deleted once evaluated (disk:
+                                                10 GB per 1.5B model), the adapter kept (--keep-models: all)
     OUT/<setting>/seed-<s>/eval-<split>         its evaluations (the setting's own mode)
     OUT/iter2-<setting>/seed-<s>/...            the second iteration of the best setting (only where it
                                                 beat the untrained model and the control on validation)
@@ -52,6 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from reflectevo.backends.base import Completion
+from reflectevo.backends.openvino_export import remove_exports
 from reflectevo.backends.cache import GenerationCache
 from reflectevo.config import EvaluateConfig, GenerateConfig, build
 from reflectevo.errors import InputError
@@ -76,6 +79,19 @@ def mode_of(setting: str) -> str:
 def models_of(setting: str, train_dir: Path) -> dict:
     models = SETTINGS.get(setting).obj.models(train_dir)
     return {**models, "reflector": None if models["reflector"] == models["generator"] else models["reflector"]}
+
+
+def drop_models(models: dict) -> int:
+    """Delete trained models no later step reads, once evaluated: the merged folders (6.7 GB each for the
+    1.5B model) and their OpenVINO IRs (3.4 GB each). The adapters, logs and results stay: an adapter
+    folder loads as a model by path (its adapter_config.json names the base). Returns the bytes freed."""
+    freed = 0
+    for folder in {Path(m) for m in models.values() if m}:
+        if folder.is_dir():
+            freed += remove_exports(folder)
+            freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            shutil.rmtree(folder)
+    return freed
 
 
 # ------------------------------------------------------------------------------------------ steps
@@ -458,6 +474,9 @@ def main() -> None:
                         help="trade compute for activation memory (the 1.5B model's LoRA SFT at batch 4 and 1,024 "
                              "tokens was killed for memory at 24 GiB without it)")
     parser.add_argument("--no-second-iteration", action="store_true")
+    parser.add_argument("--keep-models", action="store_true",
+                        help="keep each trained model's merged folder and OpenVINO IR after its evaluations "
+                             "(without a second iteration they are deleted; the adapters stay)")
     parser.add_argument("--cache", default=None, help="generation cache [OUT/generations.sqlite]")
     parser.add_argument("--report-only", action="store_true",
                         help="summarise what is done and keep the cache's new completions in docs, run nothing")
@@ -556,6 +575,9 @@ def main() -> None:
                 folder = out / setting / f"seed-{seed}" / f"eval-{split}"
                 step(f"eval-{setting}", lambda: run_evaluate(args, folder, models_of(setting, train_dir), mode_of(setting), split))
             add_time(f"{setting}-{seed}", time.time() - t0)
+            evaluated_both = all(evaluated(out / setting / f"seed-{seed}" / f"eval-{split}") for split in ("validation", "test"))
+            if args.no_second_iteration and not (args.keep_models or args.report_only) and evaluated_both:
+                drop_models(models_of(setting, train_dir))  # disk: a 1.5B II seed leaves 20 GB otherwise
             report(f"{setting} at seed {seed}")  # partial results land as each trained model is evaluated
 
     rows = summary_rows()

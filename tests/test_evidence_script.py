@@ -152,3 +152,29 @@ def test_second_iteration_needs_a_setting_that_beat_the_untrained_model_and_the_
     best, note = ev.choose_second_iteration({"I": (base, [base])}, [])
     assert best is None and "did not beat the untrained model" in note
     assert ev.choose_second_iteration({}, []) == (None, None)
+
+
+def test_evaluated_models_are_dropped_with_their_openvino_exports_and_nothing_else(ev, tmp_path, monkeypatch):
+    """Without a second iteration no step reads a trained model after its evaluations: its merged folder
+    and its cached IR go (a 1.5B setting II seed is 20 GB), its adapter and every other export stay."""
+    from reflectevo.backends.openvino_export import MARKER
+
+    monkeypatch.setenv("REFLECTEVO_HOME", str(tmp_path / "home"))
+    stage = tmp_path / "run" / "II" / "seed-0" / "train" / "stage1"
+    for name in ("model", "adapter"):
+        (stage / name).mkdir(parents=True)
+        (stage / name / "weights.safetensors").write_bytes(b"w" * 1000)
+    exports = {}
+    for key, source in {"mine": stage / "model", "base": tmp_path / "base-model"}.items():
+        exports[key] = tmp_path / "home" / "openvino" / key
+        exports[key].mkdir(parents=True)
+        (exports[key] / "openvino_model.bin").write_bytes(b"i" * 500)
+        (exports[key] / MARKER).write_text(json.dumps({"source": str(source)}))
+    (tmp_path / "home" / "openvino" / "broken").mkdir()
+    (tmp_path / "home" / "openvino" / "broken" / MARKER).write_text("{not json")
+
+    freed = ev.drop_models({"generator": str(stage / "model"), "reflector": None})
+    assert freed >= 1500 and not (stage / "model").exists() and not exports["mine"].exists()
+    assert (stage / "adapter" / "weights.safetensors").is_file() and exports["base"].is_dir()
+    assert (tmp_path / "home" / "openvino" / "broken").is_dir()
+    assert ev.drop_models({"generator": str(stage / "model")}) == 0  # already gone: nothing to do
