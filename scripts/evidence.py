@@ -60,7 +60,7 @@ from reflectevo.config import EvaluateConfig, GenerateConfig, build
 from reflectevo.errors import InputError
 from reflectevo.records import read_samples
 from reflectevo.report.metrics import LEVEL, METRIC_OF, Outcome
-from reflectevo.runs import write_atomic
+from reflectevo.runs import folder_bytes, write_atomic
 from reflectevo.stages.curate import CurateConfig, curate
 from reflectevo.stages.evaluate import evaluate, outcome
 from reflectevo.stages.generate import generate
@@ -89,7 +89,7 @@ def drop_models(models: dict) -> int:
     for folder in {Path(m) for m in models.values() if m}:
         if folder.is_dir():
             freed += remove_exports(folder)
-            freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+            freed += folder_bytes(folder)
             shutil.rmtree(folder)
     return freed
 
@@ -564,19 +564,19 @@ def main() -> None:
                 continue
             t0 = time.time()
             train_dir = out / setting / f"seed-{seed}" / "train"
-            finished = all(evaluated(out / setting / f"seed-{seed}" / f"eval-{split}") for split in ("validation", "test"))
+            evals = {split: out / setting / f"seed-{seed}" / f"eval-{split}" for split in ("validation", "test")}
+            finished = all(map(evaluated, evals.values()))
             done = step(f"train-{setting}", lambda: run_train(args, setting, data, train_dir, args.model, seed)) \
                 if not (args.report_only or finished) else (train_dir if train_dir.exists() or finished else None)
             if done is None and not args.report_only:
                 notes.append(f"setting {setting}: not trained, curation left {datasets_of(setting)[0]} empty")
                 untrainable.add(setting)
                 continue
-            for split in ("validation", "test"):
-                folder = out / setting / f"seed-{seed}" / f"eval-{split}"
+            for split, folder in evals.items():
                 step(f"eval-{setting}", lambda: run_evaluate(args, folder, models_of(setting, train_dir), mode_of(setting), split))
             add_time(f"{setting}-{seed}", time.time() - t0)
-            evaluated_both = all(evaluated(out / setting / f"seed-{seed}" / f"eval-{split}") for split in ("validation", "test"))
-            if args.no_second_iteration and not (args.keep_models or args.report_only) and evaluated_both:
+            if args.no_second_iteration and not (args.keep_models or args.report_only) \
+                    and all(map(evaluated, evals.values())):
                 drop_models(models_of(setting, train_dir))  # disk: a 1.5B II seed leaves 20 GB otherwise
             report(f"{setting} at seed {seed}")  # partial results land as each trained model is evaluated
 

@@ -175,6 +175,11 @@ def peak_memory() -> int:
         return peak if sys.platform == "darwin" else peak * 1024  # Linux reports KiB, macOS bytes
 
 
+def folder_bytes(folder: Path) -> int:
+    """Bytes of the files under `folder` (what deleting it frees)."""
+    return sum(f.stat().st_size for f in Path(folder).rglob("*") if f.is_file())
+
+
 def reset_peak_memory() -> None:
     """Restart peak_memory() from the current resident size, so that a training step's peak is its own and
     not an earlier stage's in the same process (an evidence run generates, evaluates, then trains)."""

@@ -25,6 +25,7 @@ from pathlib import Path
 
 from reflectevo.backends.models import ModelRef, fingerprint, hf_folder, home
 from reflectevo.errors import BackendError
+from reflectevo.runs import folder_bytes
 
 MARKER = "reflectevo_export.json"  # written last: a folder without it is not a finished export
 
@@ -72,7 +73,7 @@ def remove_exports(source: Path) -> int:
         except (OSError, ValueError, KeyError):
             continue  # unreadable marker: not ours to judge
         if exported_from == source:
-            freed += sum(f.stat().st_size for f in marker.parent.rglob("*") if f.is_file())
+            freed += folder_bytes(marker.parent)
             shutil.rmtree(marker.parent, ignore_errors=True)
     return freed
 
