@@ -185,6 +185,14 @@ def evaluated_seeds(out: Path, setting: str, split: str, seeds: list[int]) -> li
     return [f for f in folders if evaluated(f)]
 
 
+def not_yet_evaluated(out: Path, settings: list[str], seeds: list[int], sizes: dict[str, int]) -> list[str]:
+    """The trainable (setting, seed) pairs without a test evaluation yet, seed-major: a summary written
+    while these remain (--report-only beside a running sitting, or a sitting cut short) says so, so a
+    committed table is never read as the finished run."""
+    return [f"{s} seed {seed}" for seed in seeds for s in settings
+            if sizes.get(datasets_of(s)[0], 0) and not evaluated(out / s / f"seed-{seed}" / "eval-test")]
+
+
 def outcomes(folder: Path) -> dict:
     saved = kept(folder) / "outcomes.jsonl"
     if not (folder / "samples.jsonl").is_file():
@@ -581,6 +589,8 @@ def main() -> None:
             report(f"{setting} at seed {seed}")  # partial results land as each trained model is evaluated
 
     rows = summary_rows()
+    if missing := not_yet_evaluated(out, ["control"] + settings, seeds, sizes):
+        notes.append(f"(partial: not yet evaluated on test: {', '.join(missing)})")
 
     # The second iteration of the best setting, chosen on validation (never on test).
     if not args.no_second_iteration:

@@ -107,6 +107,8 @@ def test_state_kept_in_docs_restores_a_lost_run_folder(ev, tmp_path):
     (docs / "I" / "seed-2" / "eval-test").mkdir(parents=True)
     (docs / "I" / "seed-2" / "eval-test" / "outcomes.jsonl").write_text("")
     assert ev.evaluated_seeds(out, "I", "test", [0, 1, 2]) == [out / "I" / f"seed-{s}" / "eval-test" for s in (0, 2)]
+    # The summary names what is still missing; a setting curation left empty is never missing.
+    assert ev.not_yet_evaluated(out, ["I", "II"], [0, 1, 2], {"sft_one_stage": 2, "sft_reflect": 0}) == ["I seed 1"]
 
 
 def test_the_generation_cache_is_kept_in_parts_and_restored_on_a_new_machine(ev, tmp_path):
