@@ -115,3 +115,29 @@ def test_setting_V_rollouts_start_from_the_backend_rendering(curated_dir, defaul
     rows, trainer = _grpo_trainer(cfg, ref, skewed, data, tmp_path)
     with pytest.raises(ReflectEvoError, match="differently from inference"):
         check_rollout_rendering(trainer, rows, tokenizer, default_backend._eos)
+
+
+def test_rows_longer_than_max_length_are_counted_because_their_replies_lose_the_end(base, tmp_path):
+    """The trainer keeps a row's start: a reply past max_length loses its final answer and end-of-turn.
+    `cut_replies` counts exactly those rows and names the length that keeps every row whole."""
+    from datasets import Dataset
+    from reflectevo.training.chat import cut_replies, prompt_ids, reply_ids as template_reply_ids
+
+    ref, tokenizer = base
+    prompt = [{"role": "user", "content": "What is 2 + 3?"}]
+    short = {"prompt": prompt, "completion": [{"role": "assistant", "content": "The answer is: 5"}]}
+    long = {"prompt": prompt, "completion": [{"role": "assistant", "content": "Let me add. " * 40 + "The answer is: 5"}]}
+    lengths = [len(prompt_ids(tokenizer, r["prompt"])) + len(template_reply_ids(tokenizer, r["prompt"], r["completion"]))
+               for r in (short, long)]
+    limit = lengths[0] + 10
+    assert cut_replies(tokenizer, [short, long], limit) == (1, lengths[1])
+    assert cut_replies(tokenizer, [short, long], lengths[1]) == (0, lengths[1])
+    pair = {"prompt": prompt, "chosen": short["completion"], "rejected": long["completion"]}
+    assert cut_replies(tokenizer, [pair], limit) == (1, lengths[1])  # either reply cut counts
+
+    cfg = TrainConfig(data=".", setting="I", out=str(tmp_path), max_length=limit)
+    trainer = sft.build_trainer(cfg, load_model(ref), tokenizer, Dataset.from_list([short, long]), None, tmp_path)
+    end_of_turn = tokenizer.convert_tokens_to_ids("<|im_end|>")
+    start = len(prompt_ids(tokenizer, prompt))
+    replies = [row["input_ids"][start:] for row in trainer.train_dataset]
+    assert end_of_turn in replies[0] and end_of_turn not in replies[1] and start + len(replies[1]) == limit

@@ -85,7 +85,8 @@ def model_card(cfg: TrainConfig, stage: str, data: StageData, metrics: dict, dro
                 "generator/corrector."] if role else []), "",
              "## Data", "",
              f"- curated dataset `{data.name}` ({data.kind.upper()}): {len(data.train)} training rows"
-             f"{f' ({dropped} dropped: prompt longer than max_length)' if dropped else ''}, "
+             f"{f' ({dropped} dropped: prompt longer than max_length)' if dropped else ''}"
+             f"{f' ({cut} cut at max_length: replies without their end)' if (cut := metrics.get('rows_cut')) else ''}, "
              f"{len(data.validation)} validation rows",
              f"- tasks: {', '.join(f'{t} ({n})' for t, n in sorted(data.tasks.items()))}",
              *(f"- `{path}` sha256 `{digest[:16]}`" for path, digest in data.files.items()), "",

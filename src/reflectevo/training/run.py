@@ -105,6 +105,11 @@ def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> 
     if dropped:
         console.print(f"[yellow]{data.name}: {dropped} of {len(data.train)} rows dropped: prompt longer than "
                       f"{limit}[/yellow]")
+    cut, longest = chat.cut_replies(tokenizer, train_rows, cfg.max_length) if data.kind != "grpo" else (0, 0)
+    if cut:  # kept, not dropped: dropping would change the row count the controls are matched on
+        console.print(f"[yellow]{data.name}: {cut} of {len(train_rows)} rows are longer than "
+                      f"max_length={cfg.max_length} tokens, so their replies lose the end (the final answer); "
+                      f"--max-length {longest} keeps every row whole[/yellow]")
     (folder / FINAL).unlink(missing_ok=True)  # from a shorter earlier run: this one is not finished yet
     model = load_model(ref)
     callbacks = [MetricsLog(folder, f"setting {cfg.setting} {data.kind.upper()}"
@@ -126,7 +131,8 @@ def train_stage(cfg: TrainConfig, stage: str, data: StageData, folder: Path) -> 
     result = trainer.train(resume_from_checkpoint=last)
     trainer.save_state()
     history = trainer.state.log_history
-    final = {"steps": result.global_step, "train_rows": len(train_rows), "train_loss": result.training_loss,
+    final = {"steps": result.global_step, "train_rows": len(train_rows), "rows_cut": cut,
+             "train_loss": result.training_loss,
              "last_loss": _last_logged(history, "loss")}
     if data.kind == "dpo":
         final.update({k: _last_logged(history, k) for k in ("rewards/margins", "rewards/accuracies")})
