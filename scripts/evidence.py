@@ -35,7 +35,11 @@ The run's generation cache is kept there too (`cache/part-NNNN.jsonl.gz`, the co
 last part), so the step in flight resumes from its last cached batch rather than from its start;
 `--report-only` keeps the cache as well, from another shell while the run goes on, which is how a long
 step's partial work is committed before a session ends. (A machine whose engine computes in another
-precision has other cache keys and regenerates.)
+precision has other cache keys and regenerates.) A rerun under a new name that changes only training
+(`--max-length`, say) names the earlier run with `--cache-from NAME`: it restores that run's kept cache
+as well, so its generation and the untrained model's evaluations come from the cache, and a retrained
+model whose weights come out identical (the control, where no row reached the old limit) is evaluated
+from it too; it keeps only its own new completions.
 """
 
 from __future__ import annotations
@@ -239,8 +243,10 @@ def keep_episodes(folder: Path) -> None:
         saved.write_bytes(gzip.compress(episodes.read_bytes(), mtime=0))
 
 
-def cache_parts() -> list[Path]:
-    return sorted((KEPT["docs"] / "cache").glob("part-*.jsonl.gz"))
+def cache_parts(own: bool = False) -> list[Path]:
+    """The run's kept cache parts, then (unless `own`) those of the earlier runs named by --cache-from."""
+    folders = [KEPT["docs"], *([] if own else KEPT.get("cache_from", []))]
+    return [part for folder in folders for part in sorted((folder / "cache").glob("part-*.jsonl.gz"))]
 
 
 def read_part(part: Path) -> list[dict]:
@@ -285,7 +291,8 @@ def keep_cache(path: Path) -> int:
     finally:
         cache.close()
     if new:
-        number = int(parts[-1].name.split("-")[1].split(".")[0]) + 1 if parts else 1
+        own = cache_parts(own=True)  # numbered among the run's own parts; an earlier run's stay where they are
+        number = int(own[-1].name.split("-")[1].split(".")[0]) + 1 if own else 1
         write_atomic(KEPT["docs"] / "cache" / f"part-{number:04d}.jsonl.gz",  # a part is whole or absent
                      gzip.compress("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in new).encode(), mtime=0))
     return len(new)
@@ -486,6 +493,10 @@ def main() -> None:
                         help="keep each trained model's merged folder and OpenVINO IR after its evaluations "
                              "(without a second iteration they are deleted; the adapters stay)")
     parser.add_argument("--cache", default=None, help="generation cache [OUT/generations.sqlite]")
+    parser.add_argument("--cache-from", default="",
+                        help="comma-separated earlier runs (docs/evidence/NAME) whose kept generation cache this "
+                             "run restores too: a rerun that changes only training reuses their generation and "
+                             "untrained evaluations, and keeps only its own new completions")
     parser.add_argument("--report-only", action="store_true",
                         help="summarise what is done and keep the cache's new completions in docs, run nothing")
     args = parser.parse_args()
@@ -493,11 +504,14 @@ def main() -> None:
     started = time.time()
     out = Path(args.out or f"runs/evidence/{args.name}")
     docs = Path("docs/evidence") / args.name
-    KEPT.update(out=out, docs=docs)
+    KEPT.update(out=out, docs=docs, cache_from=[Path("docs/evidence") / name for name in args.cache_from.split(",") if name])
+    if missing := [str(f) for f in KEPT["cache_from"] if not (f / "cache").is_dir()]:
+        raise SystemExit(f"--cache-from: no kept cache in {', '.join(missing)}")
     args.cache = args.cache or str(out / "generations.sqlite")  # the run's own: its whole content is kept
     cache = Path(args.cache)
     if not args.report_only and (restored := restore_cache(cache)):
-        print(f"restored {restored} completions into {cache} from {docs / 'cache'}")
+        print(f"restored {restored} completions into {cache} from "
+              f"{', '.join(str(f / 'cache') for f in [docs, *KEPT['cache_from']])}")
     seeds = [int(s) for s in args.seeds.split(",")]
     settings = args.settings.split(",")
     base_model = {"generator": args.model, "reflector": None}

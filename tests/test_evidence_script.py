@@ -21,7 +21,12 @@ def ev():
     spec = importlib.util.spec_from_file_location("evidence_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module
+    yield module
+
+
+@pytest.fixture(autouse=True)
+def fresh_state(ev):
+    ev.KEPT.clear()  # the run's folders, set by each test as main() sets them
 
 
 def outcomes(t1: list[bool], t2: list[bool], retry: list[bool] | None = None) -> dict[str, Outcome]:
@@ -137,6 +142,18 @@ def test_the_generation_cache_is_kept_in_parts_and_restored_on_a_new_machine(ev,
     cache.close()
     assert got == {"k1": ("one", 3, "stop", "m"), "k2": ("twö", 5, "length", "m"), "k3": ("three", 1, "stop", "other")}
     assert ev.keep_cache(path) == 0  # what came back from docs is not kept twice
+
+    # A rerun under another name that changes only training restores this run's cache (--cache-from) and
+    # keeps only what it generates itself, numbered among its own parts.
+    ev.KEPT.update(out=tmp_path / "rerun", docs=tmp_path / "docs-rerun", cache_from=[tmp_path / "docs"])
+    path = tmp_path / "rerun" / "generations.sqlite"
+    assert ev.restore_cache(path) == 3 and ev.keep_cache(path) == 0
+    cache = GenerationCache(path)
+    cache.put_many([("k4", Completion("four", 2, "stop"))], "m")
+    cache.close()
+    assert ev.keep_cache(path) == 1
+    assert [p.name for p in ev.cache_parts(own=True)] == ["part-0001.jsonl.gz"]
+    assert [r["key"] for r in ev.read_part(ev.cache_parts(own=True)[0])] == ["k4"]
 
 
 def test_second_iteration_needs_a_setting_that_beat_the_untrained_model_and_the_control(ev):
