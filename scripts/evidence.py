@@ -182,10 +182,14 @@ def evaluated(folder: Path) -> bool:
     return (folder / "samples.jsonl").is_file() or (kept(folder) / "outcomes.jsonl").is_file()
 
 
+def eval_folder(out: Path, setting: str, seed: int, split: str) -> Path:
+    return out / setting / f"seed-{seed}" / f"eval-{split}"
+
+
 def evaluated_seeds(out: Path, setting: str, split: str, seeds: list[int]) -> list[Path]:
     """The evaluated trained models of a setting, in seed order, read from the run folder or docs: a
     resumed run's partial table then holds the seeds an earlier sitting finished beyond this one's."""
-    folders = (out / setting / f"seed-{seed}" / f"eval-{split}" for seed in seeds)
+    folders = (eval_folder(out, setting, seed, split) for seed in seeds)
     return [f for f in folders if evaluated(f)]
 
 
@@ -194,7 +198,7 @@ def not_yet_evaluated(out: Path, settings: list[str], seeds: list[int], sizes: d
     while these remain (--report-only beside a running sitting, or a sitting cut short) says so, so a
     committed table is never read as the finished run."""
     return [f"{s} seed {seed}" for seed in seeds for s in settings
-            if sizes.get(datasets_of(s)[0], 0) and not evaluated(out / s / f"seed-{seed}" / "eval-test")]
+            if sizes.get(datasets_of(s)[0], 0) and not evaluated(eval_folder(out, s, seed, "test"))]
 
 
 def outcomes(folder: Path) -> dict:
@@ -504,9 +508,10 @@ def main() -> None:
     started = time.time()
     out = Path(args.out or f"runs/evidence/{args.name}")
     docs = Path("docs/evidence") / args.name
-    KEPT.update(out=out, docs=docs, cache_from=[Path("docs/evidence") / name for name in args.cache_from.split(",") if name])
-    if missing := [str(f) for f in KEPT["cache_from"] if not (f / "cache").is_dir()]:
-        raise SystemExit(f"--cache-from: no kept cache in {', '.join(missing)}")
+    KEPT.update(out=out, docs=docs,
+                cache_from=[Path("docs/evidence") / name for name in args.cache_from.split(",") if name])
+    if absent := [str(f) for f in KEPT["cache_from"] if not (f / "cache").is_dir()]:
+        raise SystemExit(f"--cache-from: no kept cache in {', '.join(absent)}")
     args.cache = args.cache or str(out / "generations.sqlite")  # the run's own: its whole content is kept
     cache = Path(args.cache)
     if not args.report_only and (restored := restore_cache(cache)):
@@ -586,7 +591,7 @@ def main() -> None:
                 continue
             t0 = time.time()
             train_dir = out / setting / f"seed-{seed}" / "train"
-            evals = {split: out / setting / f"seed-{seed}" / f"eval-{split}" for split in ("validation", "test")}
+            evals = {split: eval_folder(out, setting, seed, split) for split in ("validation", "test")}
             finished = all(map(evaluated, evals.values()))
             done = step(f"train-{setting}", lambda: run_train(args, setting, data, train_dir, args.model, seed)) \
                 if not (args.report_only or finished) else (train_dir if train_dir.exists() or finished else None)

@@ -21,7 +21,7 @@ def ev():
     spec = importlib.util.spec_from_file_location("evidence_script", SCRIPT)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    yield module
+    return module
 
 
 @pytest.fixture(autouse=True)
